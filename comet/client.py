@@ -1,0 +1,378 @@
+"""HTTP client for CometAPI's Replicate-compatible prediction routes.
+
+The retry policy lives in the session's mounted adapter (urllib3 `Retry`), not in loops around
+calls: status GETs are retried with backoff, jitter and `Retry-After`; POSTs (create, cancel) never
+are, because a resent create can run, and bill, twice. The key goes out only through `_BearerAuth`,
+which refuses any URL outside the configured base, and redirects are never followed.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, NewConnectionError
+from urllib3.util.retry import Retry
+
+from . import errors
+from .prediction import Prediction, is_valid_id
+
+API_PREFIX = "/replicate/v1"
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 524})
+_MODEL_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}/[a-z0-9][a-z0-9._-]{0,99}")
+_REQUEST_ID_RE = re.compile(r"\s*\(request id: ([^)\s]+)\)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 5.0
+    # CometAPI has been seen taking over 45 s to answer a status query.
+    read_status: float = 90.0
+    read_create: float = 60.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 4  # retries after the first try, per status call
+    backoff: float = 0.5  # first wait, doubling
+    backoff_max: float = 8.0
+    jitter: float = 0.5
+    # A longer Retry-After is not slept through inside one call: the error carries it instead,
+    # so the caller (the tracker) can schedule the next poll without holding a thread.
+    retry_after_max: float = 20.0
+
+
+class _StatusRetry(Retry):
+    """urllib3 Retry that gives up (returning the 429/503 response) when Retry-After is too long."""
+
+    retry_after_cap: float = RetryPolicy.retry_after_max
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        if response is not None:
+            header = response.headers.get("Retry-After")
+            if header is not None:
+                try:
+                    wait = self.parse_retry_after(header)
+                except Exception:  # an unreadable header is ignored, as urllib3 would
+                    wait = 0.0
+                if wait > self.retry_after_cap:
+                    raise MaxRetryError(_pool, url, reason=None)
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
+class _BearerAuth(requests.auth.AuthBase):
+    """Attaches the key only to requests for the configured origin."""
+
+    def __init__(self, key: str, base_url: str) -> None:
+        self._key = key
+        self._origin = _origin(base_url)
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if _origin(request.url or "") != self._origin:
+            raise errors.WrongEndpoint("Refused to send the API key to a host other than the base URL.")
+        request.headers["Authorization"] = f"Bearer {self._key}"
+        return request
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+
+
+def normalize_base_url(base_url: str) -> str:
+    """Validate a base URL (http/https, a host, no query) and drop any trailing slash."""
+    parts = urlsplit((base_url or "").strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(f"Base URL must look like https://api.cometapi.com (got {base_url!r}).")
+    if parts.username or parts.password:
+        raise ValueError("Base URL must not contain a user name or password.")
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+class Client:
+    """create / get / cancel over pooled sessions (one per thread: requests.Session is not
+    guaranteed thread-safe, and the tracker and page sessions share one Client)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeouts: Timeouts = Timeouts(),
+        retry: RetryPolicy = RetryPolicy(),
+    ) -> None:
+        if not api_key:
+            raise ValueError("An API key is required.")
+        self.base_url = normalize_base_url(base_url)
+        self.timeouts = timeouts
+        self.retry = retry
+        self._auth = _BearerAuth(api_key, self.base_url)
+        self._key = api_key
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:  # never the key
+        return f"Client(base_url={self.base_url!r})"
+
+    # ---- public calls -------------------------------------------------------------------
+
+    def create(self, model: str, model_input: dict[str, Any]) -> Prediction:
+        """One POST, never retried. Raises CreateUncertain when it may have been accepted."""
+        if not isinstance(model, str) or not _MODEL_RE.fullmatch(model):
+            raise errors.InvalidInput(f"Not a model id of the form owner/name: {model!r}.")
+        if not isinstance(model_input, dict):
+            raise errors.InvalidInput("The input must be a JSON object.")
+        url = f"{self.base_url}{API_PREFIX}/models/{model}/predictions"
+        try:
+            response = self._session(retrying=False).post(
+                url,
+                json={"input": model_input},
+                auth=self._auth,
+                timeout=(self.timeouts.connect, self.timeouts.read_create),
+                allow_redirects=False,
+            )
+        except requests.ConnectTimeout as exc:  # never reached the server: nothing was created
+            raise errors.ConnectionFailed(f"Could not connect to {self._host()} (timed out).") from exc
+        except requests.ConnectionError as exc:
+            if _never_connected(exc):
+                raise errors.ConnectionFailed(f"Could not connect to {self._host()}.") from exc
+            raise self._uncertain("the connection dropped before an answer came") from exc
+        except requests.Timeout as exc:
+            raise self._uncertain(f"no answer within {self.timeouts.read_create:.0f} s") from exc
+        return self._prediction(response, creating=True)
+
+    def get(self, prediction_id: str) -> Prediction:
+        """The prediction as it is now; retried on 429/5xx/524 and connection errors."""
+        url = self._prediction_url(prediction_id)
+        try:
+            response = self._session(retrying=True).get(
+                url,
+                auth=self._auth,
+                timeout=(self.timeouts.connect, self.timeouts.read_status),
+                allow_redirects=False,
+            )
+        except requests.Timeout as exc:
+            raise errors.ConnectionFailed(
+                f"{self._host()} did not answer the status query within {self.timeouts.read_status:.0f} s."
+            ) from exc
+        except requests.RequestException as exc:
+            raise errors.ConnectionFailed(f"Could not reach {self._host()} to check the prediction.") from exc
+        return self._prediction(response, creating=False)
+
+    def cancel(self, prediction_id: str) -> Prediction:
+        """Ask the server to cancel. CometAPI documents no cancel route: a 404/405 or an HTML
+        answer becomes CannotCancel, so the UI can say "this server cannot cancel"."""
+        url = self._prediction_url(prediction_id) + "/cancel"
+        try:
+            response = self._session(retrying=False).post(
+                url,
+                auth=self._auth,
+                timeout=(self.timeouts.connect, self.timeouts.read_create),
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise errors.ConnectionFailed(f"Could not reach {self._host()} to cancel.") from exc
+        if response.status_code in (404, 405) or (300 <= response.status_code < 400) or _is_html(response):
+            raise errors.CannotCancel(
+                "This server cannot cancel predictions.",
+                status=response.status_code,
+                request_id=_request_id(response, ""),
+            )
+        return self._prediction(response, creating=False)
+
+    def wait(self, prediction_id: str, *, timeout: float = 1800.0, interval: float = 0.5) -> Prediction:
+        """Poll until terminal (aborted included), at most `timeout` seconds (Replicate stops runs
+        at 30 min). The interval grows by half each poll up to 5 s; Retry-After hints are kept."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                prediction = self.get(prediction_id)
+                if prediction.is_terminal:
+                    return prediction
+                pause = interval
+            except (errors.RateLimited, errors.ServerError, errors.ConnectionFailed, errors.BadResponse) as exc:
+                pause = max(interval, exc.retry_after or 0.0)
+            if time.monotonic() + pause > deadline:
+                raise errors.CometError(f"Prediction {prediction_id} did not finish within {timeout:.0f} s.")
+            time.sleep(pause)
+            interval = min(interval * 1.5, 5.0)
+
+    def close(self) -> None:
+        with self._lock:
+            for session in self._sessions:
+                session.close()
+            self._sessions.clear()
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _prediction_url(self, prediction_id: str) -> str:
+        if not is_valid_id(prediction_id):
+            raise errors.InvalidId(f"{_short(prediction_id)} is not a valid prediction id.")
+        return f"{self.base_url}{API_PREFIX}/predictions/{prediction_id}"
+
+    def _session(self, *, retrying: bool) -> requests.Session:
+        name = "retrying" if retrying else "single"
+        session = getattr(self._local, name, None)
+        if session is None:
+            session = requests.Session()
+            # No netrc or proxy-auth from the environment: the key we attach is the only credential.
+            session.trust_env = False
+            retry = _StatusRetry(
+                total=self.retry.attempts if retrying else 0,
+                connect=self.retry.attempts if retrying else 0,
+                read=min(2, self.retry.attempts) if retrying else 0,  # slow answers: 3 tries at most
+                redirect=0,
+                status=self.retry.attempts if retrying else 0,
+                other=0,
+                allowed_methods=frozenset({"GET"}),
+                status_forcelist=RETRY_STATUSES,
+                backoff_factor=self.retry.backoff,
+                backoff_max=self.retry.backoff_max,
+                backoff_jitter=self.retry.jitter,
+                respect_retry_after_header=True,
+                raise_on_status=False,
+                raise_on_redirect=False,
+            )
+            retry.retry_after_cap = self.retry.retry_after_max
+            adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=8)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            setattr(self._local, name, session)
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+    def _host(self) -> str:
+        return urlsplit(self.base_url).netloc
+
+    def _uncertain(self, why: str, **kwargs: Any) -> errors.CreateUncertain:
+        return errors.CreateUncertain(
+            f"CometAPI did not confirm the request ({why}). It may still have been accepted and "
+            "billed: check the History before sending it again.",
+            **kwargs,
+        )
+
+    def _prediction(self, response: requests.Response, *, creating: bool) -> Prediction:
+        if 200 <= response.status_code < 300 and not _is_html(response):
+            try:
+                return Prediction.from_json(response.json())
+            except ValueError as exc:
+                error = errors.BadResponse(
+                    "CometAPI answered, but not with a prediction we can read.",
+                    status=response.status_code,
+                    request_id=_request_id(response, ""),
+                    detail=self._scrub(response.text[:500]),
+                )
+                if creating:  # it may well have been created
+                    raise self._uncertain("the answer could not be read", status=response.status_code) from exc
+                raise error from exc
+        raise self._error(response, creating=creating)
+
+    def _error(self, response: requests.Response, *, creating: bool) -> errors.CometError:
+        status = response.status_code
+        message, code, retry_after = _parse_error_body(response)
+        message = self._scrub(message)
+        request_id = _request_id(response, message)
+        message = _REQUEST_ID_RE.sub("", message).strip()
+        kwargs = {"status": status, "request_id": request_id, "detail": message or None}
+        said = f": {message}" if message else "."
+
+        if 300 <= status < 400 or (_is_html(response) and status not in (502, 503, 504, 524)):
+            return errors.WrongEndpoint(
+                f"The server answered with a web page ({status}), not the API: check the base URL "
+                f"({self.base_url}).",
+                **kwargs,
+            )
+        if status == 524 or (status in (502, 503, 504) and creating):
+            if creating:
+                return self._uncertain(f"gateway error {status}", **kwargs)
+            return errors.ServerError(
+                "Gateway timeout (524): CometAPI's provider did not answer within about 100 s.", **kwargs
+            )
+        if status == 401:
+            return errors.AuthError("CometAPI rejected the API key (401). Check COMETAPI_KEY.", **kwargs)
+        if status == 403:
+            return errors.Forbidden(f"This key may not do that (403){said}", **kwargs)
+        if status == 404:
+            return errors.NotFound(f"Not found (404){said}", **kwargs)
+        if status == 429:
+            wait = f" Try again in {retry_after:.0f} s." if retry_after else " Try again shortly."
+            return errors.RateLimited(f"Rate limited by CometAPI (429).{wait}", retry_after=retry_after, **kwargs)
+        if status in (400, 422) or (status == 500 and code == "invalid_request"):
+            return errors.InvalidInput(f"CometAPI refused the request ({status}){said}", **kwargs)
+        if status >= 500:
+            if creating:
+                return self._uncertain(f"server error {status}", **kwargs)
+            return errors.ServerError(f"CometAPI had a server error ({status}){said}", **kwargs)
+        return errors.CometError(f"Unexpected answer from CometAPI ({status}){said}", **kwargs)
+
+    def _scrub(self, text: str) -> str:
+        """Servers sometimes echo headers back: never let the key reach a message or a log."""
+        return text.replace(self._key, "***") if self._key and text else text
+
+
+def _never_connected(exc: requests.ConnectionError) -> bool:
+    """True when the request cannot have reached the server (refused, DNS), so nothing was created."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, NewConnectionError)  # also covers name resolution failures
+
+
+def _is_html(response: requests.Response) -> bool:
+    content_type = response.headers.get("Content-Type", "").lower()
+    if "html" in content_type:
+        return True
+    return response.text[:100].lstrip().lower().startswith(("<!doctype html", "<html"))
+
+
+def _parse_error_body(response: requests.Response) -> tuple[str, str, float | None]:
+    """(message, code, retry_after) from a CometAPI envelope, problem details or bare detail."""
+    retry_after: float | None = None
+    header = response.headers.get("Retry-After", "")
+    if header.strip().isdigit():
+        retry_after = float(header.strip())
+    if _is_html(response):
+        return "", "", retry_after
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:300], "", retry_after
+    if not isinstance(body, dict):
+        return str(body)[:300], "", retry_after
+    envelope = body.get("error")
+    if isinstance(envelope, dict):
+        return str(envelope.get("message") or ""), str(envelope.get("code") or ""), retry_after
+    if isinstance(envelope, str):
+        return envelope, "", retry_after
+    title, detail = body.get("title"), body.get("detail")
+    if detail is not None and not isinstance(detail, str):
+        detail = str(detail)
+    parts = [str(p) for p in (title, detail) if p]
+    if title and detail and str(detail).startswith(str(title)):
+        parts = [detail]
+    return " - ".join(parts), str(body.get("code") or ""), retry_after
+
+
+def _request_id(response: requests.Response, message: str) -> str | None:
+    for header in ("X-Request-Id", "X-Comet-Request-Id", "Request-Id"):
+        if response.headers.get(header):
+            return response.headers[header][:64]
+    match = _REQUEST_ID_RE.search(message or "")
+    return match.group(1)[:64] if match else None
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
