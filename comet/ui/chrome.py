@@ -1,0 +1,27 @@
+"""What every page shows around its own content: the connection badge and the demo notice."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from comet.ui.context import Connection, connection
+
+DEMO_NOTICE = (
+    "**Demo mode**: no API key is configured, so a local stand-in of CometAPI answers and the "
+    "images are synthesized on this machine; nothing is sent to CometAPI. To use the real API, "
+    "set `COMETAPI_KEY` in `.streamlit/secrets.toml` (or the app's secrets on Community Cloud) "
+    "or in the environment, then restart."
+)
+
+
+def page_setup() -> Connection:
+    """The first call of every page: badge, demo notice, and the shared connection."""
+    conn = connection()
+    with st.sidebar:
+        if conn.demo:
+            st.badge("Demo mode · local stand-in", icon=":material/science:", color="orange")
+        else:
+            st.badge(f"Live · {conn.label}", icon=":material/cloud_done:", color="green")
+    if conn.demo:
+        st.info(DEMO_NOTICE, icon=":material/science:")
+    return conn
