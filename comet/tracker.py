@@ -1,0 +1,236 @@
+"""The one poller: follows every unfinished prediction in the store until it ends, and saves the
+outputs of those that succeed before their URLs expire.
+
+It reads its work from the store (`due()`), so it needs no page open, resumes whatever was
+unfinished after a restart, and sees rows that other processes record. Browser sessions read the
+store only, so upstream traffic grows with time, not with the number of people watching.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from . import errors
+from .client import Client
+from .fetch import FetchError, fetch_output
+from .prediction import SUCCEEDED, Prediction
+from .store import Record, Store
+
+log = logging.getLogger("comet.tracker")
+
+# (age of the prediction in seconds, poll interval until then): quick while a fast model may
+# finish, slower for long runs.
+DEFAULT_SCHEDULE: tuple[tuple[float, float], ...] = ((15.0, 1.0), (60.0, 2.0), (300.0, 5.0), (math.inf, 15.0))
+DEFAULT_BACKOFF = (2.0, 60.0)  # first wait after a failed poll, doubling up to the cap
+OUTPUT_LIFETIME = 3600.0  # the API deletes output files an hour after the run ends
+
+NOT_FOUND_NOTE = "CometAPI no longer knows this prediction (404)."
+EXPIRED_NOTE = "The outputs expired before they could be saved."
+
+
+class Tracker:
+    def __init__(
+        self,
+        client: Client,
+        store: Store,
+        *,
+        allow_private_downloads: bool,
+        workers: int = 4,
+        deadline: float = 45 * 60,
+        clock: Callable[[], float] = time.time,
+        schedule: Sequence[tuple[float, float]] = DEFAULT_SCHEDULE,
+        backoff: tuple[float, float] = DEFAULT_BACKOFF,
+        max_sleep: float = 2.0,
+    ) -> None:
+        """`allow_private_downloads` only when the API itself is local (the stand-in); `deadline`
+        is how long after creation a prediction may stay unfinished; `max_sleep` bounds the wait
+        between looks at the store, so rows recorded by other processes are picked up."""
+        self._client = client
+        self._store = store
+        self._allow_private = allow_private_downloads
+        self._workers = workers
+        self._deadline = deadline
+        self._clock = clock
+        self._schedule = tuple(schedule)
+        self._backoff = backoff
+        self._max_sleep = max_sleep
+        self._lock = threading.Lock()
+        self._in_flight: set[str] = set()  # ids being polled now: never two polls of one id
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> Tracker:
+        if self._thread is None or not self._thread.is_alive():
+            self._stopping.clear()
+            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="comet-tracker-poll")
+            self._thread = threading.Thread(target=self._run, name="comet-tracker", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop polling; returns once no poll is running any more (nothing writes after it)."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> Tracker:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def wake(self) -> None:
+        """Look at the store now (a prediction was just recorded)."""
+        self._wake.set()
+
+    def track(self, prediction: Prediction, creator: str | None = None) -> None:
+        self._store.record(prediction, creator=creator)
+        self.wake()
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()  # before looking, so a wake during the look is not lost
+            try:
+                pause = self._dispatch_due()
+            except Exception:  # e.g. the database is briefly unreachable: try again shortly
+                log.exception("tracker could not read the store")
+                pause = self._max_sleep
+            self._wake.wait(pause)
+
+    def _dispatch_due(self) -> float:
+        """Hand due predictions to idle workers; return how long to wait before looking again."""
+        now = self._clock()
+        with self._lock:
+            busy = set(self._in_flight)
+        free = self._workers - len(busy)
+        if free > 0:
+            for record in self._store.due(now, limit=free, exclude=busy):
+                with self._lock:
+                    self._in_flight.add(record.id)
+                busy.add(record.id)
+                self._pool.submit(self._poll_safely, record)
+        if len(busy) >= self._workers:
+            return self._max_sleep  # a finishing poll wakes the loop
+        next_at = self._store.next_poll_time(exclude=busy)
+        if next_at is None:
+            return self._max_sleep
+        return min(max(next_at - now, 0.0), self._max_sleep)
+
+    def _poll_safely(self, record: Record) -> None:
+        try:
+            self._poll(record)
+        except Exception:  # a bug or a database error must neither kill a worker nor spin on one id
+            log.exception("polling prediction %s failed", record.id)
+            try:
+                self._retry_later(record, "An internal error interrupted checking; retrying.")
+            except Exception:
+                log.exception("could not reschedule prediction %s", record.id)
+        finally:
+            with self._lock:
+                self._in_flight.discard(record.id)
+            self._wake.set()
+
+    # ---- one poll -------------------------------------------------------------------------
+
+    def _poll(self, record: Record) -> None:
+        try:
+            prediction = self._client.get(record.id)
+        except errors.NotFound:
+            self._give_up(record.id, NOT_FOUND_NOTE)
+            return
+        except errors.AuthError as exc:
+            self._give_up(record.id, f"Stopped checking: {exc}")
+            return
+        except errors.CometError as exc:  # transient, or unknown: keep going with backoff
+            self._retry_later(record, f"Last check failed: {exc}", retry_after=exc.retry_after)
+            return
+        if prediction.status == SUCCEEDED:
+            self._save_outputs(record, prediction)
+        elif prediction.is_terminal:
+            self._store.update(prediction)
+        elif self._past_deadline(record):
+            self._give_up(record.id, self._deadline_note, latest=prediction)
+        elif not prediction.is_known_status:
+            note = f"CometAPI reported an unknown status {prediction.status!r}; still checking."
+            self._store.update(prediction, next_poll_at=self._backoff_time(record), note=note)
+        else:
+            self._store.update(prediction, next_poll_at=self._clock() + self._interval(record))
+
+    def _save_outputs(self, record: Record, prediction: Prediction) -> None:
+        """Download every output now; the prediction stays active until all are stored."""
+        if prediction.data_removed:
+            self._give_up(record.id, EXPIRED_NOTE, latest=prediction)
+            return
+        try:
+            files = [fetch_output(url, allow_private=self._allow_private) for url in prediction.output]
+        except FetchError as exc:
+            if exc.gone or self._outputs_expired(prediction):
+                self._give_up(record.id, EXPIRED_NOTE, latest=prediction)
+            elif exc.retryable:
+                note = f"Could not save the outputs yet ({exc}); trying again."
+                self._store.update(prediction, next_poll_at=self._backoff_time(record), note=note)
+            else:
+                self._give_up(record.id, f"Could not save the outputs: {exc}", latest=prediction)
+            return
+        self._store.update(prediction)  # stays active: no outputs stored yet
+        self._store.save_outputs(record.id, files)
+        log.info("prediction %s: %d output(s) saved", record.id, len(files))
+
+    def _retry_later(self, record: Record, note: str, retry_after: float | None = None) -> None:
+        if self._past_deadline(record):
+            self._give_up(record.id, self._deadline_note)
+            return
+        next_at = max(self._backoff_time(record), self._clock() + (retry_after or 0.0))
+        self._store.mark_poll_failure(record.id, note, next_at)
+
+    def _give_up(self, prediction_id: str, note: str, *, latest: Prediction | None = None) -> None:
+        """Stop tracking and say why, keeping the latest answer if there is one."""
+        if latest is not None:
+            self._store.update(latest)
+        log.info("prediction %s: gave up: %s", prediction_id, note)
+        self._store.give_up(prediction_id, note)
+
+    @property
+    def _deadline_note(self) -> str:
+        return f"Gave up after {_duration(self._deadline)} without a final status."
+
+    # ---- timing ---------------------------------------------------------------------------
+
+    def _age(self, record: Record) -> float:
+        return self._clock() - record.created_at.timestamp()
+
+    def _past_deadline(self, record: Record) -> bool:
+        return self._age(record) >= self._deadline
+
+    def _interval(self, record: Record) -> float:
+        age = self._age(record)
+        return next((interval for until, interval in self._schedule if age < until), self._schedule[-1][1])
+
+    def _backoff_time(self, record: Record) -> float:
+        """When to try again after `record.poll_failures` failures in a row (plus this one)."""
+        first, cap = self._backoff
+        return self._clock() + min(first * 2 ** min(record.poll_failures, 30), cap)
+
+    def _outputs_expired(self, prediction: Prediction) -> bool:
+        ended = prediction.completed_at
+        return ended is not None and self._clock() > ended.timestamp() + OUTPUT_LIFETIME
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"

@@ -1,0 +1,242 @@
+"""The tracker finishes every prediction and keeps its images, with no page open, through restarts,
+faults and expiring URLs; and it is the only thing that asks CometAPI for a status."""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+import time
+
+import pytest
+import requests
+from PIL import Image
+
+from comet.client import Client, RetryPolicy, Timeouts
+from comet.prediction import Prediction
+from comet.sim import Sim
+from comet.store import Record, Store
+from comet.tracker import Tracker
+from conftest import KEY, api_requests
+
+SCHNELL = "black-forest-labs/flux-schnell"
+# The production schedule (1 s, then slower; 2 s backoff) scaled down so the suite stays quick.
+FAST = {"schedule": ((math.inf, 0.05),), "backoff": (0.05, 0.2), "max_sleep": 0.1}
+
+
+@pytest.fixture
+def store(tmp_path):
+    history = Store(f"sqlite:///{tmp_path / 'history.sqlite'}")
+    yield history
+    history.close()
+
+
+@pytest.fixture
+def tracker(client, store):
+    with Tracker(client, store, allow_private_downloads=True, **FAST) as running:
+        yield running
+
+
+def wait_until(condition, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"not true within {timeout} s")
+
+
+def settled(store: Store, prediction_id: str, timeout: float = 10.0) -> Record:
+    """The record once tracking has ended (done or gave_up)."""
+    return wait_until(lambda: (r := store.get(prediction_id)) and r.tracking != "active" and r, timeout)
+
+
+def stored_images(store: Store, record: Record) -> list[bytes]:
+    return [store.output_bytes(record.id, out.idx)[1] for out in record.outputs]
+
+
+def test_a_prediction_ends_with_its_images_in_history_while_no_page_is_open(client, store, tracker):
+    created = client.create(SCHNELL, {"prompt": "two lanterns", "num_outputs": 2})
+    tracker.track(created, creator="ana")
+
+    record = settled(store, created.id)
+
+    assert (record.status, record.tracking, record.creator) == ("succeeded", "done", "ana")
+    served = [requests.get(url, timeout=5).content for url in record.output_urls]
+    assert len(served) == 2 and stored_images(store, record) == served
+    assert [out.content_type for out in record.outputs] == ["image/webp", "image/webp"]
+
+
+def test_images_are_still_there_after_the_output_urls_expire(sim, client, store, tracker):
+    sim.configure(expire=0.5)
+    created = client.create(SCHNELL, {"prompt": "a paper boat"})
+    tracker.track(created)
+    record = settled(store, created.id)
+
+    wait_until(lambda: requests.get(record.output_urls[0], timeout=5).status_code == 404)
+    assert client.get(created.id).data_removed
+
+    content_type, data = store.output_bytes(created.id, 0)
+    assert content_type == "image/webp" and Image.open(io.BytesIO(data)).size == (512, 512)
+    assert store.page()["thumbnail"][0].startswith("data:image/jpeg;base64,")
+
+
+def test_outputs_that_expired_before_anyone_saved_them_are_reported(sim, client, store):
+    sim.configure(expire=0.1)
+    created = client.create(SCHNELL, {"prompt": "too late"})
+    store.record(created)  # the app stopped before its tracker ever ran
+    wait_until(lambda: client.get(created.id).data_removed)
+
+    with Tracker(client, store, allow_private_downloads=True, **FAST):
+        record = settled(store, created.id)
+
+    assert (record.status, record.tracking, record.outputs) == ("succeeded", "gave_up", [])
+    assert "expired before they could be saved" in record.note
+
+
+def test_a_restarted_tracker_resumes_and_finishes_what_was_unfinished(sim, client, tmp_path):
+    sim.configure(run_time=1.0)
+    path = f"sqlite:///{tmp_path / 'history.sqlite'}"
+    before = Store(path)
+    first = Tracker(client, before, allow_private_downloads=True, **FAST).start()
+    polled = client.create(SCHNELL, {"prompt": "polled before the restart"})
+    first.track(polled)
+    wait_until(lambda: before.get(polled.id).last_polled_at)
+    first.stop()  # the server restarts: nothing polls any more
+    never_polled = client.create(SCHNELL, {"prompt": "recorded while no tracker ran"})
+    before.record(never_polled)
+    assert set(before.unfinished_ids()) == {polled.id, never_polled.id}
+    before.close()
+
+    after = Store(path)
+    with Tracker(client, after, allow_private_downloads=True, **FAST):
+        records = [settled(after, p.id) for p in (polled, never_polled)]
+
+    assert [(r.status, r.tracking, r.output_count) for r in records] == [("succeeded", "done", 1)] * 2
+    assert after.unfinished_count() == 0
+    after.close()
+
+
+def test_transient_faults_do_not_stop_tracking(sim, store):
+    # No retries inside the client, so every fault reaches the tracker itself.
+    bare = Client(sim.url, KEY, retry=RetryPolicy(attempts=0), timeouts=Timeouts(connect=2, read_status=5))
+    for kind in ("429", "503", "524", "drop", "malformed", "status:queued"):
+        sim.add_fault(route="get", kind=kind, retry_after=1 if kind == "429" else None)
+    created = bare.create(SCHNELL, {"prompt": "through the storm"})
+
+    with Tracker(bare, store, allow_private_downloads=True, **FAST) as tracker:
+        tracker.track(created)
+        record = settled(store, created.id)
+
+    assert (record.status, record.tracking, record.output_count) == ("succeeded", "done", 1)
+    assert record.note is None, "the last problem is cleared by a good answer"
+    polls = api_requests(sim, "GET", created.id)
+    assert len(polls) >= 7, "six spoiled answers, then a good one"
+    assert polls[1]["time"] - polls[0]["time"] >= 0.95, "Retry-After: 1 was honoured"
+    bare.close()
+
+
+def test_a_failed_download_is_retried_on_a_later_poll(sim, client, store, tracker):
+    sim.add_fault(route="file", kind="503", times=2)
+    created = client.create(SCHNELL, {"prompt": "a shaky CDN"})
+    tracker.track(created)
+
+    record = settled(store, created.id)
+
+    assert (record.tracking, record.output_count) == ("done", 1)
+    assert len([r for r in sim.requests if r["path"].startswith("/files/")]) == 3
+
+
+def test_an_id_cometapi_does_not_know_is_given_up_with_a_note(store, tracker):
+    tracker.track(Prediction(id="unknownprediction000000000"))
+
+    record = settled(store, "unknownprediction000000000")
+
+    assert record.tracking == "gave_up" and "CometAPI no longer knows this prediction" in record.note
+
+
+def test_a_rejected_key_stops_tracking_with_a_note(store):
+    with Sim(key="the-right-key", start_delay=0.05, run_time=0.2) as strict:
+        created = Client(strict.url, "the-right-key").create(SCHNELL, {"prompt": "a key that changed"})
+        wrong_key = Client(strict.url, "a-wrong-key")
+        with Tracker(wrong_key, store, allow_private_downloads=True, **FAST) as tracker:
+            tracker.track(created)
+            record = settled(store, created.id)
+
+    assert record.tracking == "gave_up" and "401" in record.note
+
+
+@pytest.mark.parametrize(("prompt", "status"), [("[sim:fail] a cat", "failed"), ("[sim:abort] a cat", "aborted")])
+def test_a_prediction_that_fails_or_aborts_is_recorded_with_its_error(client, store, tracker, prompt, status):
+    created = client.create(SCHNELL, {"prompt": prompt})
+    tracker.track(created)
+
+    record = settled(store, created.id)
+
+    assert (record.status, record.tracking, record.outputs) == (status, "done", [])
+    assert record.error.startswith("Prediction ") and status in record.error
+    assert record.is_terminal
+
+
+def test_a_prediction_without_a_final_status_is_given_up_at_the_deadline(client, store):
+    created = client.create(SCHNELL, {"prompt": "[sim:slow] a very long run"})
+
+    with Tracker(client, store, allow_private_downloads=True, deadline=0.5, **FAST) as tracker:
+        tracker.track(created)
+        record = settled(store, created.id)
+
+    assert (record.status, record.tracking) == ("processing", "gave_up")
+    assert record.note == "Gave up after 0.5 s without a final status."
+
+
+def test_data_uri_outputs_are_stored(sim, client, store, tracker):
+    sim.configure(output_style="data_uri")
+    created = client.create(SCHNELL, {"prompt": "inline pixels", "num_outputs": 2})
+    tracker.track(created)
+
+    record = settled(store, created.id)
+
+    assert record.output_count == 2 and record.output_urls == ["data:image/webp;base64,..."] * 2
+    assert all(Image.open(io.BytesIO(data)).format == "WEBP" for data in stored_images(store, record))
+
+
+def test_a_hanging_status_query_holds_up_neither_the_others_nor_a_second_poll(sim, client, store, tracker):
+    sim.add_fault(route="get", kind="hang", delay=1.5)
+    stuck = client.create(SCHNELL, {"prompt": "stuck"})
+    tracker.track(stuck)
+    wait_until(lambda: api_requests(sim, "GET", stuck.id))
+    quick = client.create(SCHNELL, {"prompt": "quick"})
+    tracker.track(quick)
+
+    assert settled(store, quick.id, timeout=1.2).status == "succeeded"
+    assert store.get(stuck.id).tracking == "active"
+    assert len(api_requests(sim, "GET", stuck.id)) == 1, "never two polls of one id at once"
+    assert settled(store, stuck.id).status == "succeeded"
+
+
+def test_only_the_tracker_polls_however_many_people_watch(sim, client, store, tracker):
+    created = client.create(SCHNELL, {"prompt": "[sim:slow] watched by many"})
+    tracker.track(created)
+    stop = threading.Event()
+    reads = []
+
+    def viewer() -> None:  # a browser session: it reads the history, never the API
+        while not stop.is_set():
+            store.get(created.id)
+            store.page(limit=20)
+            reads.append(1)
+
+    started = time.monotonic()
+    viewers = [threading.Thread(target=viewer) for _ in range(8)]
+    for thread in viewers:
+        thread.start()
+    time.sleep(1.5)
+    stop.set()
+    for thread in viewers:
+        thread.join()
+    elapsed = time.monotonic() - started
+
+    polls = len(api_requests(sim, "GET", created.id))
+    assert len(reads) > 100
+    assert 5 <= polls <= elapsed / 0.05 + 3, "about one poll per interval, whatever the readers do"
