@@ -69,6 +69,15 @@ def progress_from_logs(logs: str) -> float | None:
     return None
 
 
+def seed_of(model_input: dict[str, Any], logs: str) -> int | None:
+    """The seed used: from the input if given, else from the model's "Using seed: N" log line."""
+    seed = model_input.get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return seed
+    match = _SEED_RE.search(logs[:2000])
+    return int(match.group(1)) if match else None
+
+
 @dataclass(frozen=True)
 class Prediction:
     id: str
@@ -144,12 +153,7 @@ class Prediction:
 
     @property
     def seed(self) -> int | None:
-        """The seed used: from the input if given, else from the model's "Using seed: N" log."""
-        seed = self.input.get("seed")
-        if isinstance(seed, int) and not isinstance(seed, bool):
-            return seed
-        match = _SEED_RE.search(self.logs[:2000])
-        return int(match.group(1)) if match else None
+        return seed_of(self.input, self.logs)
 
     @property
     def prompt(self) -> str:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
 
 from comet.client import Client, RetryPolicy, Timeouts
 from comet.sim import Sim
@@ -34,3 +39,40 @@ def api_requests(sim, method=None, path_part=""):
         and (method is None or r["method"] == method)
         and path_part in r["path"]
     ]
+
+
+APP = Path(__file__).resolve().parent.parent / "streamlit_app.py"
+
+
+@pytest.fixture
+def app_env(tmp_path, monkeypatch):
+    """A cold app with its own data folder and no settings from the developer's environment."""
+    for name in ("COMETAPI_KEY", "COMETAPI_BASE_URL", "COMET_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COMET_DATA_DIR", str(tmp_path))
+    # Caches outlive an AppTest within one pytest process; clearing them also stops the
+    # previous test's tracker and demo stand-in (their on_release).
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield tmp_path
+    st.cache_resource.clear()
+
+
+def open_app(page: str | None = None, query: dict | None = None, **secrets) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=30)
+    for name, value in secrets.items():
+        at.secrets[name] = value
+    for name, value in (query or {}).items():
+        at.query_params[name] = value
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    return at
+
+
+def sent_body(at: AppTest) -> dict:
+    """The request body the Create page shows in its JSON tab (what Generate would send)."""
+    for block in at.code:
+        if block.language == "json":
+            return json.loads(block.value)
+    raise AssertionError("no JSON request preview on the page")

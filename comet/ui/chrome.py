@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from comet.ui.context import Connection, connection
+from comet.ui.safe import plain
 
 DEMO_NOTICE = (
     "**Demo mode**: no API key is configured, so a local stand-in of CometAPI answers and the "
@@ -25,3 +26,12 @@ def page_setup() -> Connection:
     if conn.demo:
         st.info(DEMO_NOTICE, icon=":material/science:")
     return conn
+
+
+def problem_list(title: str, items: list[str], *, error: bool) -> None:
+    """Validation problems beside the form, each as plain text."""
+    body = f"**{title}**\n" + "\n".join(f"- {plain(item)}" for item in items)
+    if error:
+        st.error(body, icon=":material/error:")
+    else:
+        st.warning(body, icon=":material/info:")

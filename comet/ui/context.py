@@ -1,19 +1,23 @@
-"""The app's shared objects: settings, and one client per server process (demo or live).
+"""The app's shared objects, built once per server process with st.cache_resource and shared
+by every browser session: the client (live or demo), the history store and the one tracker.
 
-Built once per process with st.cache_resource and shared by every browser session; the key is
-hashed into the cache key, never stored or shown."""
+The key is hashed into cache keys (a changed key builds a new client), never stored or shown."""
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import streamlit as st
 
 from comet.client import Client
 from comet.config import Settings
 from comet.sim import Sim
+from comet.store import Store
+from comet.tracker import Tracker
 
 DEMO_KEY = "demo-key"  # the stand-in accepts any non-empty key
 
@@ -21,6 +25,8 @@ DEMO_KEY = "demo-key"  # the stand-in accepts any non-empty key
 @dataclass(frozen=True)
 class Connection:
     client: Client
+    store: Store
+    tracker: Tracker
     demo: bool
     label: str  # what the sidebar badge says: a host, never the key
 
@@ -47,20 +53,58 @@ def connection() -> Connection:
     if config.demo:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         sim = _demo_sim(str(config.data_dir / "demo-standin.json"))
-        return Connection(client=_client(sim.url, "demo", _key=DEMO_KEY), demo=True, label="local stand-in")
-    fingerprint = hashlib.sha256(f"{config.base_url}\n{config.api_key}".encode()).hexdigest()
-    return Connection(
-        client=_client(config.base_url, fingerprint, _key=config.api_key), demo=False, label=config.base_host
-    )
+        base_url, key, label = sim.url, DEMO_KEY, "local stand-in"
+    else:
+        base_url, key, label = config.base_url, config.api_key, config.base_host
+    fingerprint = _fingerprint(base_url, key)
+    store_id = _fingerprint(str(config.data_dir), str(config.demo), config.database_url or "")
+    client = _client(base_url, fingerprint, _key=key)
+    store = _store(store_id, _settings=config)
+    tracker = _tracker(fingerprint, store_id, _client=client, _store=store)
+    return Connection(client=client, store=store, tracker=tracker, demo=config.demo, label=label)
 
 
-@st.cache_resource(show_spinner=False)
+def current_user() -> str | None:
+    """Who is signed in (st.login), recorded as the creator of what they run."""
+    user = st.user
+    if not user.get("is_logged_in"):
+        return None
+    return str(user.get("email") or user.get("name") or user.get("sub") or "") or None
+
+
+def _fingerprint(*parts: str) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _is_local(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# on_release: clearing the cache (a changed setting, or a test) closes what the entry held.
+@st.cache_resource(show_spinner=False, on_release=Client.close)
 def _client(base_url: str, fingerprint: str, *, _key: str) -> Client:
-    # `fingerprint` makes a changed key build a new client; `_key` itself is never hashed.
     return Client(base_url, _key)
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(show_spinner=False, on_release=Store.close)
+def _store(store_id: str, *, _settings: Settings) -> Store:
+    return Store.for_settings(_settings)
+
+
+@st.cache_resource(show_spinner=False, on_release=Tracker.stop)
+def _tracker(fingerprint: str, store_id: str, *, _client: Client, _store: Store) -> Tracker:
+    # The one poller of this process. Output downloads may reach loopback only when the API
+    # itself is local (the stand-in serves its own files).
+    return Tracker(_client, _store, allow_private_downloads=_is_local(_client.base_url)).start()
+
+
+@st.cache_resource(show_spinner=False, on_release=Sim.stop)
 def _demo_sim(state_file: str) -> Sim:
     # Runs in this server process on a free loopback port; its state file lets a restarted
     # demo keep (and finish) the predictions it had.

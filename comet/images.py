@@ -1,0 +1,96 @@
+"""Input images for the models that take them: checked to really be images, sent as data URIs.
+
+Replicate advises data URIs only up to 256 KB, so larger uploads are flagged and can be
+downscaled (re-encoded as JPEG or WEBP, halving the pixel count until they fit)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from PIL import Image, UnidentifiedImageError
+
+ADVISED_MAX_BYTES = 256 * 1024
+UPLOAD_MAX_BYTES = 20 * 1024 * 1024
+# Pillow's format name -> the MIME type the API accepts.
+ACCEPTED = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
+UPLOAD_TYPES = ("jpg", "jpeg", "png", "gif", "webp")
+
+
+class ImageProblem(ValueError):
+    """A user-facing reason an image cannot be sent."""
+
+
+@dataclass(frozen=True)
+class InputImage:
+    name: str
+    mime: str
+    data: bytes
+    width: int
+    height: int
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    @property
+    def too_big(self) -> bool:
+        return self.size > ADVISED_MAX_BYTES
+
+    def data_uri(self) -> str:
+        return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
+
+
+def read_image(name: str, data: bytes) -> InputImage:
+    """Check that `data` is a JPEG, PNG, GIF or WEBP image (by its content, not its name)."""
+    if not data:
+        raise ImageProblem(f"{name} is empty.")
+    if len(data) > UPLOAD_MAX_BYTES:
+        raise ImageProblem(f"{name} is {human_size(len(data))}; the limit is {human_size(UPLOAD_MAX_BYTES)}.")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image_format = image.format
+            width, height = image.size
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageProblem(f"{name} is not a readable image.") from exc
+    if image_format not in ACCEPTED:
+        raise ImageProblem(f"{name} is a {image_format} image; use JPEG, PNG, GIF or WEBP.")
+    return InputImage(name=name, mime=ACCEPTED[image_format], data=data, width=width, height=height)
+
+
+def downscale(image: InputImage, max_bytes: int = ADVISED_MAX_BYTES) -> InputImage:
+    """Re-encode smaller until it fits `max_bytes` (WEBP keeps transparency, else JPEG)."""
+    with Image.open(io.BytesIO(image.data)) as source:
+        source.seek(0)  # first frame of a GIF
+        has_alpha = source.mode in ("RGBA", "LA") or "transparency" in source.info
+        frame = source.convert("RGBA" if has_alpha else "RGB")
+    target_format, mime = ("WEBP", "image/webp") if has_alpha else ("JPEG", "image/jpeg")
+    scale = 1.0
+    for _ in range(12):
+        width, height = max(int(frame.width * scale), 16), max(int(frame.height * scale), 16)
+        buffer = io.BytesIO()
+        frame.resize((width, height), Image.LANCZOS).save(buffer, target_format, quality=85)
+        if buffer.tell() <= max_bytes:
+            return InputImage(image.name, mime, buffer.getvalue(), width, height)
+        scale *= 0.7  # about half the pixels each round
+    raise ImageProblem(f"{image.name} could not be made smaller than {human_size(max_bytes)}.")
+
+
+def check_url(url: str) -> str:
+    """A pasted image URL: https only (the API fetches it; plain http and other schemes are refused)."""
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ImageProblem(f"Image URLs must start with https:// (got {url[:60]!r}).")
+    return url
+
+
+def human_size(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.0f} KB"
+    return f"{size / 1024 / 1024:.1f} MB"

@@ -1,0 +1,177 @@
+"""The prediction card: one component for the Create page's live result and History's detail.
+
+It reads the store only (the tracker is the one that polls CometAPI), so any number of open
+cards cost no upstream requests. While the prediction runs, the card is a fragment that redraws
+itself every second; when it reaches a final state it reruns the page once so the timer stops.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import streamlit as st
+
+from comet import catalog, errors
+from comet.prediction import seed_of
+from comet.store import Record
+from comet.ui.context import Connection
+from comet.ui.safe import plain
+
+HISTORY_PAGE = "pages/history.py"
+TICK_SECONDS = 1.0
+
+# status -> (badge colour, icon)
+STATUS_STYLE = {
+    "starting": ("gray", ":material/hourglass_top:"),
+    "processing": ("blue", ":material/autorenew:"),
+    "succeeded": ("green", ":material/check_circle:"),
+    "failed": ("red", ":material/error:"),
+    "canceled": ("gray", ":material/cancel:"),
+    "aborted": ("orange", ":material/block:"),
+}
+
+
+def status_badge(status: str) -> None:
+    color, icon = STATUS_STYLE.get(status, ("violet", ":material/help:"))
+    st.badge(status, icon=icon, color=color)
+
+
+def model_title(model_id: str) -> str:
+    model = catalog.MODELS.get(model_id)
+    return model.title if model else model_id
+
+
+def extension(content_type: str) -> str:
+    return {"image/jpeg": ".jpg"}.get(content_type) or mimetypes.guess_extension(content_type) or ".img"
+
+
+def seconds(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if value < 60:
+        return f"{value:.1f} s"
+    minutes, rest = divmod(int(value), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
+def elapsed(record: Record) -> str:
+    if record.is_terminal:
+        return f"ran {seconds(record.run_time)}" if record.run_time is not None else "finished"
+    since = (datetime.now(timezone.utc) - record.created_at).total_seconds()
+    return f"{seconds(max(since, 0.0))} so far"
+
+
+def live_card(conn: Connection, prediction_id: str, *, key: str, on_reuse: Callable[[Record], None] | None = None) -> None:
+    """Draw the card; it ticks while the prediction is unfinished. Call it unconditionally."""
+    record = conn.store.get(prediction_id)
+    running = record is not None and not record.is_terminal
+    st.fragment(_card_body, run_every=TICK_SECONDS if running else None)(conn, prediction_id, key, on_reuse, running)
+
+
+def _card_body(conn: Connection, prediction_id: str, key: str, on_reuse, was_running: bool) -> None:
+    record = conn.store.get(prediction_id)
+    if record is None:
+        st.warning(f"Prediction `{prediction_id}` is not in this dashboard's history.")
+        return
+    if was_running and record.is_terminal:
+        st.rerun()  # a full rerun redraws the card without its timer
+    with st.container(border=True):
+        _header(record)
+        if not record.is_terminal:
+            _progress(conn, record, key)
+        elif record.status == "succeeded":
+            _images(conn, record, key)
+        elif record.error:
+            st.error(f"**{record.status.capitalize()}:** {plain(record.error)}", icon=":material/error:")
+        if record.note:
+            st.caption(plain(record.note))
+        _actions(record, key, on_reuse)
+
+
+def _header(record: Record) -> None:
+    left, right = st.columns([3, 2], vertical_alignment="center")
+    with left:
+        status_badge(record.status)
+        st.markdown(f"**{plain(model_title(record.model))}** · {elapsed(record)}")
+    with right:
+        st.page_link(HISTORY_PAGE, label="Open in History", icon=":material/link:", query_params={"id": record.id})
+    st.caption(f"`{record.id}`")
+
+
+def _progress(conn: Connection, record: Record, key: str) -> None:
+    fraction = record.progress
+    label = "Waiting for a worker…" if record.status == "starting" else "Generating…"
+    st.progress(fraction or 0.0, text=f"{label} {fraction:.0%}" if fraction is not None else label)
+    if record.logs_tail:
+        with st.expander("Logs"):
+            st.code(record.logs_tail[-3000:], language=None)
+    if st.button("Cancel", key=f"{key}-cancel", icon=":material/stop_circle:"):
+        try:
+            conn.store.update(conn.client.cancel(record.id))
+        except errors.CannotCancel:
+            st.warning("This server cannot cancel predictions: it will run to the end.")
+        except errors.CometError as exc:
+            st.error(f"Could not cancel: {plain(str(exc))}")
+
+
+def _images(conn: Connection, record: Record, key: str) -> None:
+    if not record.outputs:
+        if record.data_removed:
+            st.warning("The outputs expired upstream before they could be saved.")
+        else:
+            st.info("Saving the images…", icon=":material/download:")
+        return
+    columns = st.columns(min(len(record.outputs), 2))
+    for n, output in enumerate(record.outputs):
+        stored = conn.store.output_bytes(record.id, output.idx)
+        if stored is None:
+            continue
+        content_type, data = stored
+        with columns[n % len(columns)]:
+            st.image(data, width="stretch")
+            st.download_button(
+                "Download",
+                data,
+                file_name=f"{record.id}-{output.idx}{extension(content_type)}",
+                mime=content_type,
+                key=f"{key}-download-{output.idx}",
+                icon=":material/download:",
+                on_click="ignore",
+            )
+    seed = seed_of(record.input, record.logs_tail)
+    details = [f"run time {seconds(record.run_time)}"]
+    if seed is not None:
+        details.insert(0, f"seed {seed}")
+    st.caption(" · ".join(details))
+
+
+def _actions(record: Record, key: str, on_reuse) -> None:
+    if on_reuse is None:
+        return
+    # The callback runs before the next run, when the form's widgets may still be changed.
+    if st.button("Use again", key=f"{key}-reuse", icon=":material/replay:", help="Load this input into the form.",
+                 on_click=on_reuse, args=(record,)):
+        st.rerun()  # redraw the whole page (the form lives outside this fragment)
+
+
+def input_json(record: Record) -> str:
+    return json.dumps({"input": record.input}, indent=2, ensure_ascii=False)
+
+
+def gallery(conn: Connection, prediction_ids: list[str], columns: int = 6) -> None:
+    """Thumbnails of earlier results, each linking to its History detail."""
+    grid = st.columns(columns)
+    for n, prediction_id in enumerate(prediction_ids):
+        record = conn.store.get(prediction_id)
+        if record is None:
+            continue
+        with grid[n % columns]:
+            thumbnail = conn.store.thumbnail(record.id, 0) if record.outputs else None
+            if thumbnail:
+                st.image(thumbnail[1], width="stretch")
+            else:
+                status_badge(record.status)
+            st.page_link(HISTORY_PAGE, label=plain(record.prompt, limit=40) or record.id, query_params={"id": record.id})

@@ -1,0 +1,95 @@
+"""Input images for the models that take them: uploads and pasted https URLs, with thumbnails
+of exactly what will be sent, in the model's own field and count."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+from comet.catalog import Model
+from comet.images import UPLOAD_TYPES, ImageProblem, InputImage, check_url, downscale, human_size, read_image
+from comet.ui.safe import plain
+
+SHRINK_KEY = "images.shrink"
+
+
+@dataclass
+class ImageChoice:
+    values: list[str] = field(default_factory=list)  # URLs or data URIs, in order
+    problems: list[str] = field(default_factory=list)  # shown beside the form; block sending
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _prepared(name: str, data: bytes, shrink: bool) -> InputImage | str:
+    """Checked (and maybe downscaled) once per upload, not on every rerun; a str is a problem."""
+    try:
+        image = read_image(name, data)
+        return downscale(image) if shrink and image.too_big else image
+    except ImageProblem as exc:
+        return str(exc)
+
+
+def image_inputs(model: Model) -> ImageChoice:
+    """Draw the image section for `model` (nothing for text-only models) and return what it holds."""
+    choice = ImageChoice()
+    if not model.takes_images:
+        return choice
+    several = model.max_images > 1
+    limit = f"up to {model.max_images}" if several else "one"
+    with st.expander(f"Input images ({limit})", expanded=True, icon=":material/image:"):
+        uploads = st.file_uploader(
+            "Upload", type=list(UPLOAD_TYPES), accept_multiple_files=several,
+            key=f"images.upload.{model.image_field}",
+            help="JPEG, PNG, GIF or WEBP. Sent inline as data URIs; Replicate advises at most 256 KB each.",
+        )
+        urls_text = st.text_area(
+            "…or paste https URLs" if several else "…or paste an https URL",
+            key=f"images.urls.{model.image_field}", height=68 if several else 40,
+            placeholder="https://example.com/photo.jpg" + ("  (one per line)" if several else ""),
+        )
+        shrink = st.toggle("Downscale images above 256 KB before sending", value=True, key=SHRINK_KEY)
+        files = uploads if isinstance(uploads, list) else ([uploads] if uploads else [])
+        images = _read_uploads(files, shrink, choice)
+        for line in (urls_text or "").splitlines():
+            if line.strip():
+                try:
+                    choice.values.append(check_url(line))
+                except ImageProblem as exc:
+                    choice.problems.append(str(exc))
+        _thumbnails(images, [v for v in choice.values if not v.startswith("data:")])
+    if len(choice.values) > model.max_images:
+        choice.problems.append(f"{model.title} takes {limit} input image{'s' if several else ''}; "
+                               f"{len(choice.values)} are selected.")
+    return choice
+
+
+def _read_uploads(files, shrink: bool, choice: ImageChoice) -> list[InputImage]:
+    images = []
+    for upload in files:
+        prepared = _prepared(upload.name, upload.getvalue(), shrink)
+        if isinstance(prepared, str):
+            choice.problems.append(prepared)
+            continue
+        if prepared.too_big:
+            st.warning(
+                f"{plain(prepared.name)} is {human_size(prepared.size)}: above the 256 KB Replicate advises "
+                "for inline images. Turn on downscaling, or paste a URL instead.",
+                icon=":material/warning:",
+            )
+        images.append(prepared)
+        choice.values.append(prepared.data_uri())
+    return images
+
+
+def _thumbnails(images: list[InputImage], urls: list[str]) -> None:
+    if not images and not urls:
+        return
+    st.caption("Will be sent:")
+    columns = st.columns(4)
+    for n, image in enumerate(images):
+        with columns[n % 4]:
+            st.image(image.data, caption=f"{image.width}×{image.height} · {human_size(image.size)}", width="stretch")
+    for n, url in enumerate(urls, start=len(images)):
+        with columns[n % 4]:
+            st.caption(plain(url, limit=80))
