@@ -1,7 +1,27 @@
+"""History: every prediction made from this dashboard, kept with its images."""
+
 import streamlit as st
 
+from comet.ui import history_view as view
 from comet.ui.chrome import page_setup
 
 conn = page_setup()
+view.go_to_create_if_asked()
 st.title("History")
-st.caption("Every prediction made from this dashboard.")
+
+if prediction_id := st.query_params.get(view.DETAIL_PARAM):
+    view.detail(conn, prediction_id)
+    st.divider()
+
+view.watcher(conn)
+chosen = view.filters(conn)
+selected = view.table(conn, chosen)
+if view.selection_changed(selected) and len(selected) == 1:
+    st.query_params[view.DETAIL_PARAM] = selected[0]
+    st.rerun()
+view.exports(conn, chosen, selected)
+
+with st.expander("Track an existing prediction", icon=":material/add_link:"):
+    st.caption("Paste the id of a prediction created elsewhere with this key (a script, a teammate) "
+               "to add it to the history and keep its images.")
+    view.track_form(conn, key="history.track")
