@@ -8,10 +8,9 @@ from comet.ui.context import Connection, connection
 from comet.ui.safe import plain
 
 DEMO_NOTICE = (
-    "**Demo mode**: no API key is configured, so a local stand-in of CometAPI answers and the "
-    "images are synthesized on this machine; nothing is sent to CometAPI. To use the real API, "
-    "set `COMETAPI_KEY` in `.streamlit/secrets.toml` (or the app's secrets on Community Cloud) "
-    "or in the environment, then restart."
+    "**Demo mode**: a local stand-in of CometAPI answers and synthesizes the images on this "
+    "machine; nothing is sent to CometAPI. To go live, set `COMETAPI_KEY` in the app's secrets "
+    "(`.streamlit/secrets.toml`, or Settings → Secrets on Community Cloud) or the environment."
 )
 
 
