@@ -25,6 +25,11 @@ WATCH_SECONDS = 2.0
 DETAIL_PARAM = "id"
 TABLE_KEY = "history.table"
 CREATE_PAGE = "pages/create.py"
+# Rows without an image (running, failed) get a quiet grey tile instead of the word "None".
+NO_THUMBNAIL = (
+    "data:image/svg+xml;utf8,<svg xmlns='http://www.w3.org/2000/svg' width='40' height='40'>"
+    "<rect width='40' height='40' rx='6' fill='%23d9d7e8'/></svg>"
+)
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,9 @@ def table(conn: Connection, chosen: Filters) -> list[str]:
         page_number = st.number_input(f"Page (of {pages:,})", 1, pages, key="history.page", width=160)
     frame = conn.store.page(**chosen.query(), limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE)
     frame["model"] = frame["model"].map(card.model_title)
-    frame["status"] = frame["status"].map(_status_label)
+    frame["run_time"] = frame["run_time"].map(lambda value: "" if pd.isna(value) else card.seconds(value))
+    frame["creator"] = frame["creator"].fillna("")
+    frame["thumbnail"] = frame["thumbnail"].fillna(NO_THUMBNAIL)
     event = st.dataframe(
         frame,
         key=TABLE_KEY,
@@ -93,11 +100,12 @@ def table(conn: Connection, chosen: Filters) -> list[str]:
         row_height=48,
         column_order=["thumbnail", "status", "prompt", "model", "created", "run_time", "creator", "id"],
         column_config={
-            "thumbnail": st.column_config.ImageColumn("", width="small"),
-            "status": st.column_config.TextColumn("Status", width="small"),
+            "thumbnail": st.column_config.ImageColumn("", width=56),
+            "status": st.column_config.TextColumn("Status", width=100),
             "prompt": st.column_config.TextColumn("Prompt", width="large"),
+            "model": st.column_config.TextColumn("Model"),
             "created": st.column_config.DatetimeColumn("Created", format="distance"),
-            "run_time": st.column_config.NumberColumn("Run time", format="%.1f s"),
+            "run_time": st.column_config.TextColumn("Run time", width=80),
             "creator": st.column_config.TextColumn("Creator"),
             "id": st.column_config.TextColumn("Prediction id"),
         },
@@ -111,12 +119,6 @@ def selection_changed(selected: list[str]) -> bool:
     changed = selected != st.session_state.get("history.selection", [])
     st.session_state["history.selection"] = selected
     return changed
-
-
-def _status_label(status: str) -> str:
-    icon = {"succeeded": "✅", "failed": "❌", "canceled": "⏹️", "aborted": "⛔", "starting": "⏳",
-            "processing": "🔄"}.get(status, "❔")
-    return f"{icon} {status}"
 
 
 def exports(conn: Connection, chosen: Filters, selected: list[str]) -> None:
