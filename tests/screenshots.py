@@ -9,12 +9,31 @@ import sys
 import tempfile
 from pathlib import Path
 
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).parent))
 from apphost import AppServer, launch_chromium, wait_until_idle  # noqa: E402
 
 OUT = Path(__file__).parent / "screenshots"
+PROMPTS = ["a lighthouse on a cliff at dusk, oil painting", "a paper boat on a calm lake at sunrise"]
+
+
+def generate(page, prompt: str) -> None:
+    box = page.get_by_role("textbox", name="Prompt")
+    box.fill(prompt)
+    box.press("Tab")
+    wait_until_idle(page)
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_timeout(500)
+    expect(page.get_by_text("Waiting for a worker")).to_have_count(0, timeout=30_000)
+    expect(page.get_by_text("Generating")).to_have_count(0, timeout=30_000)
+    expect(page.get_by_role("button", name="Download").first).to_be_visible(timeout=30_000)
+
+
+def to_top(page) -> None:
+    page.get_by_test_id("stMain").evaluate("main => main.scrollTo(0, 0)")
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(300)
 
 
 def main() -> None:
@@ -22,11 +41,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as data, AppServer(Path(data)) as app, sync_playwright() as p:
         browser = launch_chromium(p)
         for scheme in ("light", "dark"):
-            page = browser.new_page(viewport={"width": 1280, "height": 860}, color_scheme=scheme)
+            page = browser.new_page(viewport={"width": 1360, "height": 900}, color_scheme=scheme)
             page.goto(app.url)
             wait_until_idle(page)
-            page.wait_for_timeout(500)
+            for prompt in PROMPTS:
+                generate(page, prompt)
+            to_top(page)
             page.screenshot(path=OUT / f"create-{scheme}.png")
+            if scheme == "light":
+                page.goto(f"{app.url}/history")
+                wait_until_idle(page)
+                page.wait_for_timeout(1500)
+                page.screenshot(path=OUT / "history-light.png")
             page.close()
         browser.close()
 

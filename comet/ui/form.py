@@ -46,7 +46,7 @@ def model_picker() -> Model:
         if model.takes_images
         else "text only"
     )
-    st.caption(f"{model.summary} · {images} · `{model.id}`")
+    st.caption(f"{model.summary} · {images}", help=f"Model id: {model.id}")
     return model
 
 
