@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from comet.ui.access import account_box, open_to_anyone_warning, require_access
 from comet.ui.context import Connection, connection
 from comet.ui.safe import plain
 
@@ -16,14 +17,17 @@ DEMO_NOTICE = (
 
 def page_setup() -> Connection:
     """The first call of every page: badge, demo notice, and the shared connection."""
+    require_access()
     conn = connection()
     with st.sidebar:
+        account_box()
         if conn.demo:
             st.badge("Demo mode · local stand-in", icon=":material/science:", color="orange")
         else:
             st.badge(f"Live · {conn.label}", icon=":material/cloud_done:", color="green")
     if conn.demo:
         st.info(DEMO_NOTICE, icon=":material/science:")
+    open_to_anyone_warning(has_server_key=not conn.demo)
     return conn
 
 
