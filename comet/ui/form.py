@@ -13,6 +13,7 @@ import streamlit as st
 
 from comet import catalog
 from comet.catalog import Model, Param
+from comet.ui.safe import plain
 
 MODEL_KEY = "model"
 PREVIOUS_MODEL_KEY = "form.previous_model"
@@ -30,7 +31,9 @@ def key(name: str) -> str:
 
 
 def model_picker() -> Model:
-    """The model select box (default flux-schnell) with what the model is good for."""
+    """The model select box (default flux-schnell) with what the model is good for. A link
+    may preselect one with `?model=flux-dev` (or the full `owner/name`)."""
+    _apply_model_link()
     if st.session_state.get(MODEL_KEY) not in catalog.MODELS:
         st.session_state[MODEL_KEY] = catalog.DEFAULT_MODEL
     model_id = st.selectbox(
@@ -48,6 +51,22 @@ def model_picker() -> Model:
     )
     st.caption(f"{model.summary} · {images}", help=f"Model id: {model.id}")
     return model
+
+
+def _apply_model_link() -> None:
+    requested = st.query_params.get("model")
+    if requested is None:
+        return
+    wanted = requested if "/" in requested else f"black-forest-labs/{requested}"
+    if wanted in catalog.MODELS:
+        st.session_state[MODEL_KEY] = wanted
+        del st.query_params["model"]  # applied once; the picker is in charge from now on
+    else:
+        st.warning(
+            f"The link asks for a model this dashboard does not know (“{plain(requested, limit=80)}”). "
+            f"Pick one of the {len(catalog.MODELS)} FLUX models below.",
+            icon=":material/help:",
+        )
 
 
 def form_default(model: Model, param: Param) -> Any:
