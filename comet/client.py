@@ -25,6 +25,7 @@ from .prediction import Prediction, is_valid_id
 
 API_PREFIX = "/replicate/v1"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 524})
+MAX_IDLE_SESSIONS = 8  # per kind; enough for the tracker's workers plus a few page runs
 _MODEL_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}/[a-z0-9][a-z0-9._-]{0,99}")
 _REQUEST_ID_RE = re.compile(r"\s*\(request id: ([^)\s]+)\)", re.IGNORECASE)
 
@@ -114,8 +115,11 @@ class Client:
         self.retry = retry
         self._auth = _BearerAuth(api_key, self.base_url)
         self._key = api_key
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
+        # Idle sessions by kind, reused by whichever thread asks next: Streamlit runs each script
+        # run on a new thread, so one session per thread would pile up, and never reuse a
+        # connection. A session is used by one thread at a time (requests.Session is not
+        # guaranteed thread-safe).
+        self._idle: dict[bool, list[requests.Session]] = {True: [], False: []}
         self._lock = threading.Lock()
 
     def __enter__(self) -> Client:
@@ -137,13 +141,8 @@ class Client:
             raise errors.InvalidInput("The input must be a JSON object.")
         url = f"{self.base_url}{API_PREFIX}/models/{model}/predictions"
         try:
-            response = self._session(retrying=False).post(
-                url,
-                json={"input": model_input},
-                auth=self._auth,
-                timeout=(self.timeouts.connect, self.timeouts.read_create),
-                allow_redirects=False,
-            )
+            response = self._send("POST", url, retrying=False, read_timeout=self.timeouts.read_create,
+                                  json={"input": model_input})
         except requests.ConnectTimeout as exc:  # never reached the server: nothing was created
             raise errors.ConnectionFailed(f"Could not connect to {self._host()} (timed out).") from exc
         except requests.ConnectionError as exc:
@@ -158,12 +157,7 @@ class Client:
         """The prediction as it is now; retried on 429/5xx/524 and connection errors."""
         url = self._prediction_url(prediction_id)
         try:
-            response = self._session(retrying=True).get(
-                url,
-                auth=self._auth,
-                timeout=(self.timeouts.connect, self.timeouts.read_status),
-                allow_redirects=False,
-            )
+            response = self._send("GET", url, retrying=True, read_timeout=self.timeouts.read_status)
         except requests.Timeout as exc:
             raise errors.ConnectionFailed(
                 f"{self._host()} did not answer the status query within {self.timeouts.read_status:.0f} s."
@@ -177,12 +171,7 @@ class Client:
         answer becomes CannotCancel, so the UI can say "this server cannot cancel"."""
         url = self._prediction_url(prediction_id) + "/cancel"
         try:
-            response = self._session(retrying=False).post(
-                url,
-                auth=self._auth,
-                timeout=(self.timeouts.connect, self.timeouts.read_create),
-                allow_redirects=False,
-            )
+            response = self._send("POST", url, retrying=False, read_timeout=self.timeouts.read_create)
         except requests.RequestException as exc:
             raise errors.ConnectionFailed(f"Could not reach {self._host()} to cancel.") from exc
         if response.status_code in (404, 405) or (300 <= response.status_code < 400) or _is_html(response):
@@ -212,9 +201,10 @@ class Client:
 
     def close(self) -> None:
         with self._lock:
-            for session in self._sessions:
-                session.close()
-            self._sessions.clear()
+            for sessions in self._idle.values():
+                for session in sessions:
+                    session.close()
+                sessions.clear()
 
     # ---- internals ----------------------------------------------------------------------
 
@@ -223,36 +213,49 @@ class Client:
             raise errors.InvalidId(f"{_short(prediction_id)} is not a valid prediction id.")
         return f"{self.base_url}{API_PREFIX}/predictions/{prediction_id}"
 
-    def _session(self, *, retrying: bool) -> requests.Session:
-        name = "retrying" if retrying else "single"
-        session = getattr(self._local, name, None)
+    def _send(self, method: str, url: str, *, retrying: bool, read_timeout: float, **kwargs: Any) -> requests.Response:
+        """One request on an idle pooled session (a new one if none is idle); the whole body is
+        read before the session goes back to the pool."""
+        with self._lock:
+            idle = self._idle[retrying]
+            session = idle.pop() if idle else None
         if session is None:
-            session = requests.Session()
-            # No netrc or proxy-auth from the environment: the key we attach is the only credential.
-            session.trust_env = False
-            retry = _StatusRetry(
-                total=self.retry.attempts if retrying else 0,
-                connect=self.retry.attempts if retrying else 0,
-                read=min(2, self.retry.attempts) if retrying else 0,  # slow answers: 3 tries at most
-                redirect=0,
-                status=self.retry.attempts if retrying else 0,
-                other=0,
-                allowed_methods=frozenset({"GET"}),
-                status_forcelist=RETRY_STATUSES,
-                backoff_factor=self.retry.backoff,
-                backoff_max=self.retry.backoff_max,
-                backoff_jitter=self.retry.jitter,
-                respect_retry_after_header=True,
-                raise_on_status=False,
-                raise_on_redirect=False,
-            )
-            retry.retry_after_cap = self.retry.retry_after_max
-            adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=8)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            setattr(self._local, name, session)
+            session = self._new_session(retrying)
+        try:
+            return session.request(method, url, auth=self._auth, timeout=(self.timeouts.connect, read_timeout),
+                                   allow_redirects=False, **kwargs)
+        finally:
             with self._lock:
-                self._sessions.append(session)
+                if len(self._idle[retrying]) < MAX_IDLE_SESSIONS:
+                    self._idle[retrying].append(session)
+                    session = None
+            if session is not None:
+                session.close()
+
+    def _new_session(self, retrying: bool) -> requests.Session:
+        session = requests.Session()
+        # No netrc or proxy-auth from the environment: the key we attach is the only credential.
+        session.trust_env = False
+        retry = _StatusRetry(
+            total=self.retry.attempts if retrying else 0,
+            connect=self.retry.attempts if retrying else 0,
+            read=min(2, self.retry.attempts) if retrying else 0,  # slow answers: 3 tries at most
+            redirect=0,
+            status=self.retry.attempts if retrying else 0,
+            other=0,
+            allowed_methods=frozenset({"GET"}),
+            status_forcelist=RETRY_STATUSES,
+            backoff_factor=self.retry.backoff,
+            backoff_max=self.retry.backoff_max,
+            backoff_jitter=self.retry.jitter,
+            respect_retry_after_header=True,
+            raise_on_status=False,
+            raise_on_redirect=False,
+        )
+        retry.retry_after_cap = self.retry.retry_after_max
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=1)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
         return session
 
     def _host(self) -> str:

@@ -305,3 +305,14 @@ def test_the_key_never_appears_in_repr_or_errors(sim):
         with pytest.raises(errors.CometError) as caught:
             client.create(SCHNELL, {"prompt": KEY})
         assert KEY not in str(caught.value)
+
+
+def test_sessions_are_reused_across_threads_not_piled_up(sim, client):
+    # Streamlit runs every script run on a new thread: the client must not keep one session
+    # (and one open connection) per thread that ever used it.
+    for n in range(30):
+        worker = threading.Thread(target=client.create, args=(SCHNELL, {"prompt": f"run {n}"}))
+        worker.start()
+        worker.join()
+    assert len(api_requests(sim, "POST")) == 30
+    assert len(client._idle[False]) == 1  # noqa: SLF001 (the pool is the behaviour under test)
