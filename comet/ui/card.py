@@ -92,13 +92,10 @@ def _card_body(conn: Connection, prediction_id: str, key: str, on_reuse, was_run
 
 
 def _header(record: Record) -> None:
-    left, right = st.columns([3, 2], vertical_alignment="center")
-    with left:
-        status_badge(record.status)
-        st.markdown(f"**{plain(model_title(record.model))}** · {elapsed(record)}")
-    with right:
-        st.page_link(HISTORY_PAGE, label="Open in History", icon=":material/link:", query_params={"id": record.id})
-    st.caption(f"`{record.id}`")
+    status_badge(record.status)
+    st.markdown(f"**{plain(model_title(record.model))}** · {elapsed(record)}")
+    st.page_link(HISTORY_PAGE, label=f"`{record.id}`", icon=":material/link:", query_params={"id": record.id},
+                 help="Open in History: a link to share")
 
 
 def _progress(conn: Connection, record: Record, key: str) -> None:
