@@ -72,9 +72,12 @@ def type_prompt(page, text: str) -> None:
     wait_until_idle(page)
 
 
-def previewed_body(page) -> dict:
+def previewed_body(page, prompt: str) -> dict:
+    """The JSON the page says it will send, once it shows the typed prompt (the rerun that
+    commits a typed text may still be on its way)."""
     page.get_by_text("Request: JSON · curl · Python").click()
     code = page.get_by_test_id("stCode").filter(has_text='"input"').first
+    expect(code).to_contain_text(json.dumps(prompt))
     return json.loads(code.inner_text())
 
 
@@ -105,7 +108,7 @@ def test_a_prompt_becomes_exactly_the_forms_input_and_an_image_on_screen(live_ap
     open_create(page, live_app)
     expect(page.get_by_test_id("stSidebar")).to_contain_text("Live")
     type_prompt(page, "a lighthouse in fog, oil painting")
-    shown = previewed_body(page)
+    shown = previewed_body(page, "a lighthouse in fog, oil painting")
     page.get_by_role("button", name="Generate").click()
     expect(page.get_by_test_id("stImage").first).to_be_visible(timeout=IMAGE_TIMEOUT)
     sent = creates(standin)

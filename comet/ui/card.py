@@ -67,8 +67,13 @@ def elapsed(record: Record) -> str:
 def live_card(conn: Connection, prediction_id: str, *, key: str, on_reuse: Callable[[Record], None] | None = None) -> None:
     """Draw the card; it ticks while the prediction is unfinished. Call it unconditionally."""
     record = conn.store.get(prediction_id)
-    running = record is not None and not record.is_terminal
+    # Still "live" until the tracker is done with it: a success ticks on while its images are saved.
+    running = record is not None and _live(record)
     st.fragment(_card_body, run_every=TICK_SECONDS if running else None)(conn, prediction_id, key, on_reuse, running)
+
+
+def _live(record: Record) -> bool:
+    return not record.is_terminal or record.tracking == "active"
 
 
 def _card_body(conn: Connection, prediction_id: str, key: str, on_reuse, was_running: bool) -> None:
@@ -76,7 +81,7 @@ def _card_body(conn: Connection, prediction_id: str, key: str, on_reuse, was_run
     if record is None:
         st.warning(f"Prediction `{prediction_id}` is not in this dashboard's history.")
         return
-    if was_running and record.is_terminal:
+    if was_running and not _live(record):
         st.rerun()  # a full rerun redraws the card without its timer
     with st.container(border=True):
         _header(record)
@@ -105,13 +110,17 @@ def _progress(conn: Connection, record: Record, key: str) -> None:
     if record.logs_tail:
         with st.expander("Logs"):
             st.code(record.logs_tail[-3000:], language=None)
+    refused_key = f"{key}-cancel-refused"
     if st.button("Cancel", key=f"{key}-cancel", icon=":material/stop_circle:"):
         try:
             conn.store.update(conn.client.cancel(record.id))
         except errors.CannotCancel:
-            st.warning("This server cannot cancel predictions: it will run to the end.")
+            st.session_state[refused_key] = "This server cannot cancel predictions: it will run to the end."
         except errors.CometError as exc:
-            st.error(f"Could not cancel: {plain(str(exc))}")
+            st.session_state[refused_key] = f"Could not cancel: {plain(str(exc))}"
+    # Kept in the session so the answer outlasts the card's next tick.
+    if refused := st.session_state.get(refused_key):
+        st.warning(refused, icon=":material/block:")
 
 
 def _images(conn: Connection, record: Record, key: str) -> None:

@@ -17,6 +17,7 @@ DEMO_NOTICE = (
 
 def page_setup() -> Connection:
     """The first call of every page: badge, demo notice, and the shared connection."""
+    through_app_navigation()
     require_access()
     conn = connection()
     with st.sidebar:
@@ -29,6 +30,28 @@ def page_setup() -> Connection:
         st.info(DEMO_NOTICE, icon=":material/science:")
     open_to_anyone_warning(has_server_key=not conn.demo)
     return conn
+
+
+def through_app_navigation() -> None:
+    """Make sure this page runs inside streamlit_app.py's navigation.
+
+    A fresh server process starts in Streamlit's old multipage mode because a `pages/` folder sits
+    beside the entry script; only the entry script's `st.navigation` switches that off. When the
+    first visitor comes straight to a page's own address (a shared deep link, a server just woken or
+    redeployed), Streamlit runs this file on its own instead: no entry script (page config,
+    layout), and a sidebar of file names (streamlit app / create / history) for every visitor
+    until the process restarts. Switching the mode off and rerunning lets the entry script run
+    and open this same page (same url path, same ?id=). The switch is process-wide, so this
+    happens at most once per process, on a page load.
+
+    AppTest turns the old mode back on before every run, where a rerun here would swallow each
+    click: under AppTest the page keeps running as before."""
+    from streamlit import config
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if getattr(PagesManager, "uses_pages_directory", False) and not config.get_option("global.appTest"):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
 
 
 def problem_list(title: str, items: list[str], *, error: bool) -> None:

@@ -6,6 +6,7 @@ changes status, so a page of rows is shipped again only when something in it cha
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 from dataclasses import dataclass
@@ -24,12 +25,16 @@ PAGE_SIZE = 50
 WATCH_SECONDS = 2.0
 DETAIL_PARAM = "id"
 TABLE_KEY = "history.table"
+PAGE_KEY = "history.page"
+SHOWN_FILTERS_KEY = "history.shown_filters"
 CREATE_PAGE = "pages/create.py"
 # Rows without an image (running, failed) get a quiet grey tile instead of the word "None".
 NO_THUMBNAIL = (
     "data:image/svg+xml;utf8,<svg xmlns='http://www.w3.org/2000/svg' width='40' height='40'>"
     "<rect width='40' height='40' rx='6' fill='%23d9d7e8'/></svg>"
 )
+# What makes a spreadsheet read a CSV cell as a formula (OWASP "CSV injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ class Filters:
 
 
 def filters(conn: Connection) -> Filters:
-    status_column, model_column, text_column, mine_column = st.columns([2, 3, 3, 1], vertical_alignment="bottom")
+    status_column, model_column, text_column, mine_column = st.columns([2, 3, 3, 1.4], vertical_alignment="bottom")
     statuses = status_column.multiselect("Status", KNOWN_STATUSES, key="history.status", placeholder="Any status")
     models = model_column.multiselect("Model", conn.store.models(), key="history.model",
                                       format_func=card.model_title, placeholder="Any model")
@@ -76,6 +81,10 @@ def _watch(conn: Connection, before: dict[str, str]) -> None:
 
 def table(conn: Connection, chosen: Filters) -> list[str]:
     """One page of the table; returns the ids of the selected rows."""
+    if st.session_state.get(SHOWN_FILTERS_KEY) != chosen:
+        # New filters start on their first page (page 3 of other results would skip the newest).
+        st.session_state[SHOWN_FILTERS_KEY] = chosen
+        st.session_state[PAGE_KEY] = 1
     total = conn.store.count(**chosen.query())
     if total == 0:
         empty = not any(chosen.query().values())
@@ -85,7 +94,7 @@ def table(conn: Connection, chosen: Filters) -> list[str]:
     pages = (total + PAGE_SIZE - 1) // PAGE_SIZE
     page_number = 1
     if pages > 1:
-        page_number = st.number_input(f"Page (of {pages:,})", 1, pages, key="history.page", width=160)
+        page_number = st.number_input(f"Page (of {pages:,})", 1, pages, key=PAGE_KEY, width=160)
     frame = conn.store.page(**chosen.query(), limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE)
     frame["model"] = frame["model"].map(card.model_title)
     frame["run_time"] = frame["run_time"].map(lambda value: "" if pd.isna(value) else card.seconds(value))
@@ -93,7 +102,7 @@ def table(conn: Connection, chosen: Filters) -> list[str]:
     frame["thumbnail"] = frame["thumbnail"].fillna(NO_THUMBNAIL)
     event = st.dataframe(
         frame,
-        key=TABLE_KEY,
+        key=_table_key(frame["id"]),
         hide_index=True,
         on_select="rerun",
         selection_mode="multi-row",
@@ -114,6 +123,15 @@ def table(conn: Connection, chosen: Filters) -> list[str]:
     return [frame["id"].iloc[row] for row in event.selection.rows]
 
 
+def _table_key(ids: pd.Series) -> str:
+    """The table's widget key, one per set of rows shown. A selection is a list of row positions:
+    once other rows fill those positions (a new prediction on top, another page or filter), the
+    old selection would point at predictions nobody picked, open one of them and put it in the
+    ZIP. A new key starts the table with no selection instead."""
+    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+    return f"{TABLE_KEY}.{digest}"
+
+
 def selection_changed(selected: list[str]) -> bool:
     """True once per change of the table selection (a kept selection must not reopen a closed detail)."""
     changed = selected != st.session_state.get("history.selection", [])
@@ -124,7 +142,7 @@ def selection_changed(selected: list[str]) -> bool:
 def exports(conn: Connection, chosen: Filters, selected: list[str]) -> None:
     csv_column, zip_column = st.columns(2)
     csv_column.download_button(
-        "Export table as CSV", data=lambda: conn.store.export_rows(**chosen.query()).to_csv(index=False),
+        "Export table as CSV", data=lambda: spreadsheet_csv(conn.store.export_rows(**chosen.query())),
         file_name="comet-predictions.csv", mime="text/csv", icon=":material/table:", on_click="ignore",
     )
     zip_column.download_button(
@@ -132,6 +150,20 @@ def exports(conn: Connection, chosen: Filters, selected: list[str]) -> None:
         data=lambda: images_zip(conn, selected), file_name="comet-images.zip", mime="application/zip",
         icon=":material/folder_zip:", on_click="ignore", disabled=not selected,
     )
+
+
+def spreadsheet_csv(frame: pd.DataFrame) -> str:
+    """The rows as CSV. Prompts are anyone's text: one starting with =, +, -, @ (or a tab or
+    carriage return) would run as a formula where the file is opened in a spreadsheet, so such
+    cells get a leading apostrophe (the usual CSV-injection guard); nothing else is changed."""
+    def neutral(value: object) -> object:
+        return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
+
+    safe = frame.copy()
+    for column in safe.columns:
+        if safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):
+            safe[column] = safe[column].map(neutral)
+    return safe.to_csv(index=False)
 
 
 def images_zip(conn: Connection, prediction_ids: list[str]) -> bytes:

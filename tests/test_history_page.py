@@ -1,0 +1,431 @@
+"""The History page through AppTest, as its users meet it: the table of everything this dashboard
+has run, its filters and pages, the detail behind a deep link, tracking a prediction made
+elsewhere, cancelling one that runs, and the CSV / ZIP exports.
+
+The history is filled the way the app fills it: real create calls to the stand-in, recorded in
+the app's own SQLite file and followed to the end by a Tracker."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+import zipfile
+
+import pytest
+import sqlalchemy as sa
+from streamlit.runtime.media_file_manager import MediaFileManager
+from streamlit.testing.v1 import app_test
+
+from comet.config import Settings
+from comet.prediction import TERMINAL
+from comet.store import Store, predictions
+from comet.tracker import Tracker
+from comet.ui import history_view as view
+from conftest import KEY, api_requests, open_app
+
+SCHNELL, DEV = "black-forest-labs/flux-schnell", "black-forest-labs/flux-dev"
+HISTORY = "pages/history.py"
+# The tracker's production schedule, scaled down so filling the history takes a moment.
+FAST = {"schedule": ((math.inf, 0.05),), "backoff": (0.05, 0.2), "max_sleep": 0.1}
+
+
+def wait_until(condition, timeout: float = 15.0, pause: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s")
+        time.sleep(pause)
+
+
+class History:
+    """The app's own history file (same settings as the page under test), filled for real."""
+
+    def __init__(self, sim, client, store: Store) -> None:
+        self.sim = sim
+        self.client = client
+        self.store = store
+
+    def add(self, *prompts: str, model: str = SCHNELL, settle: bool = True, **extra) -> list[str]:
+        """One create call per prompt, oldest first; followed to its end unless `settle=False`."""
+        ids = []
+        for prompt in prompts:
+            prediction = self.client.create(model, {"prompt": prompt, **extra})
+            self.store.record(prediction)
+            ids.append(prediction.id)
+            time.sleep(0.003)  # created_at has millisecond precision: keep "newest first" strict
+        if settle:
+            self.settle(ids)
+        return ids
+
+    def settle(self, ids: list[str]) -> None:
+        # Let the stand-in finish them first (asking it directly, not over its API), so the
+        # tracker needs one poll per prediction.
+        wait_until(lambda: all(self.sim.get_prediction(pid)["status"] in TERMINAL for pid in ids))
+        with Tracker(self.client, self.store, allow_private_downloads=True, **FAST):
+            wait_until(lambda: self.store.unfinished_count() == 0)
+
+
+def app_settings(sim) -> Settings:
+    """What the page under test reads (COMET_DATA_DIR is app_env's tmp folder)."""
+    return Settings.from_sources({"COMETAPI_KEY": KEY, "COMETAPI_BASE_URL": sim.url})
+
+
+@pytest.fixture
+def history(sim, client, app_env):
+    store = Store.for_settings(app_settings(sim))
+    yield History(sim, client, store)
+    store.close()
+
+
+@pytest.fixture
+def media(monkeypatch):
+    """(manager, storage) of every run's MediaFileManager: where AppTest keeps deferred downloads."""
+    made: list[tuple[MediaFileManager, object]] = []
+
+    class Recording(MediaFileManager):
+        def __init__(self, storage, *args, **kwargs):
+            super().__init__(storage, *args, **kwargs)
+            made.append((self, storage))
+
+    monkeypatch.setattr(app_test, "MediaFileManager", Recording)
+    return made
+
+
+def history_page(sim, prediction_id: str | None = None):
+    query = {"id": prediction_id} if prediction_id is not None else None
+    at = open_app(page=HISTORY, query=query, COMETAPI_KEY=KEY, COMETAPI_BASE_URL=sim.url)
+    assert not at.exception, at.exception
+    return at
+
+
+def rerun_until(at, condition, timeout: float = 20.0):
+    """What the browser's timers would do: run the page again until `condition(at)` holds."""
+    def again():
+        at.run()
+        assert not at.exception, at.exception
+        return condition(at)
+
+    return wait_until(again, timeout, pause=0.2) and at
+
+
+def table_element(at):
+    found = [frame for frame in at.dataframe if (frame.key or "").startswith(view.TABLE_KEY)]
+    return found[0] if found else None
+
+
+def the_table(at):
+    element = table_element(at)
+    return element.value if element else None
+
+
+def shown(at) -> str:
+    return "\n".join(str(getattr(element, "value", "")) for element in at.main)
+
+
+def download(at, media, label_start: str) -> bytes:
+    """What a click on this download button hands the browser: the server runs the deferred
+    data callable (`execute_deferred`, as for the browser's request) and serves the file."""
+    button = next(b for b in at.get("download_button") if b.label.startswith(label_start))
+    assert button.proto.HasField("deferred_file_id"), "expected the file to be made on click"
+    manager, storage = media[-1]
+    url = manager.execute_deferred(button.proto.deferred_file_id)
+    return storage.get_file(url.rsplit("/", 1)[-1]).content
+
+
+def select_rows(at, *rows: int):
+    """What ticking rows' boxes in the table sends."""
+    at.session_state[table_element(at).key] = {"selection": {"rows": list(rows), "columns": [], "cells": []}}
+    return at.run()
+
+
+# ---- the table --------------------------------------------------------------------------------
+
+
+def test_an_empty_history_says_so_kindly(sim):
+    at = history_page(sim)
+    assert any("No predictions yet" in info.value for info in at.info)
+    assert the_table(at) is None
+    assert api_requests(sim) == []
+
+
+def test_rows_appear_newest_first_with_model_titles_and_statuses(sim, history):
+    older = history.add("a red fox in snow")
+    failed = history.add("[sim:fail] a broken vase", model=DEV)
+    newest = history.add("a paper boat")
+    at = history_page(sim)
+    table = the_table(at)
+    assert list(table["id"]) == newest + failed + older
+    assert list(table["status"]) == ["succeeded", "failed", "succeeded"]
+    assert list(table["model"]) == ["FLUX.1 [schnell]", "FLUX.1 [dev]", "FLUX.1 [schnell]"]
+    assert table["prompt"].iloc[2] == "a red fox in snow"
+    assert table["thumbnail"].iloc[0].startswith("data:image/jpeg;base64,")  # the stored image, small
+    assert table["run_time"].iloc[0].endswith(" s")
+    assert "3 predictions" in shown(at)
+
+
+def test_filters_by_status_model_and_prompt_text_narrow_the_table(sim, history):
+    fox, = history.add("a red fox in snow")
+    vase, = history.add("[sim:fail] a broken vase", model=DEV)
+    boat, = history.add("a paper boat at dawn", model=DEV)
+    at = history_page(sim)
+    assert set(the_table(at)["id"]) == {fox, vase, boat}
+
+    at.multiselect(key="history.status").select("failed").run()
+    assert list(the_table(at)["id"]) == [vase]
+    at.multiselect(key="history.status").unselect("failed").run()
+
+    at.multiselect(key="history.model").select(DEV).run()
+    assert list(the_table(at)["id"]) == [boat, vase]
+
+    at.text_input(key="history.text").input("PAPER").run()  # case does not matter
+    assert list(the_table(at)["id"]) == [boat]
+
+    at.text_input(key="history.text").input("no such thing").run()
+    assert the_table(at) is None
+    assert any("Nothing matches these filters" in info.value for info in at.info)
+    assert not at.exception
+
+
+def test_more_than_fifty_rows_are_paged_and_a_new_filter_starts_on_page_one(sim, history):
+    lanterns = history.add(*[f"[sim:fail] lantern {n}" for n in range(view.PAGE_SIZE + 2)])
+    candles = history.add(*[f"[sim:fail] candle {n}" for n in range(3)])
+    newest_first = (lanterns + candles)[::-1]
+    at = history_page(sim)
+    assert list(the_table(at)["id"]) == newest_first[: view.PAGE_SIZE]
+    pager = at.number_input(key="history.page")
+    assert "of 2" in pager.label
+    pager.set_value(2).run()
+    assert list(the_table(at)["id"]) == newest_first[view.PAGE_SIZE:]
+    assert f"{view.PAGE_SIZE + 5} predictions" in shown(at)
+
+    at.text_input(key="history.text").input("lantern").run()  # still two pages, of lanterns only
+    assert at.number_input(key="history.page").value == 1
+    assert list(the_table(at)["id"]) == lanterns[::-1][: view.PAGE_SIZE]  # the newest ones first
+    at.number_input(key="history.page").set_value(2).run()
+    at.text_input(key="history.text").input("candle").run()  # one page: no pager at all
+    assert list(the_table(at)["id"]) == candles[::-1]
+    assert not at.get("number_input")
+    assert not at.exception
+
+
+def test_paging_stays_quick_with_a_hundred_thousand_rows(sim, history):
+    rows, start = 100_000, time.time() - 100_000
+    # Bulk rows straight into the app's file: a hundred thousand API round trips would take minutes.
+    engine = sa.create_engine(sa.URL.create("sqlite", database=str(app_settings(sim).data_dir / "history.sqlite")))
+    with engine.begin() as conn:
+        conn.execute(sa.insert(predictions), [
+            {"id": f"bulk{n:08d}", "model": SCHNELL if n % 2 else DEV, "status": "succeeded",
+             "input": json.dumps({"prompt": f"bulk prompt {n}"}), "prompt": f"bulk prompt {n}",
+             "created_at": start + n, "recorded_at": start + n, "updated_at": start + n,
+             "tracking": "done", "run_time": 1.5}
+            for n in range(rows)
+        ])
+    engine.dispose()
+    at = history_page(sim)
+    pages = math.ceil(rows / view.PAGE_SIZE)
+    began = time.monotonic()
+    at.number_input(key="history.page").set_value(pages).run()
+    last_page = time.monotonic() - began
+    assert list(the_table(at)["id"])[-1] == "bulk00000000"
+    began = time.monotonic()
+    at.text_input(key="history.text").input("prompt 99999").run()
+    filtered = time.monotonic() - began
+    assert list(the_table(at)["id"]) == ["bulk00099999"]
+    print(f"last page {last_page:.2f} s, filtered {filtered:.2f} s")
+    assert last_page < 3 and filtered < 3, (last_page, filtered)
+
+
+# ---- the detail behind a deep link ------------------------------------------------------------
+
+
+def test_a_deep_link_to_a_success_shows_its_images_downloads_and_exact_input(sim, history):
+    pid, = history.add("two lanterns", num_outputs=2, seed=7)
+    asked_before = len(api_requests(sim))
+    at = history_page(sim, pid)
+    assert "succeeded" in shown(at)
+    assert len(at.get("image")) == 2
+    downloads = [b for b in at.get("download_button") if b.label == "Download"]
+    assert [b.proto.url.rsplit(".", 1)[-1] for b in downloads] == ["webp", "webp"]
+    assert [json.loads(block.value) for block in at.code if block.language == "json"] == [
+        {"input": {"prompt": "two lanterns", "num_outputs": 2, "seed": 7}}
+    ]
+    assert len(api_requests(sim)) == asked_before  # all of it came from the store
+
+
+@pytest.mark.parametrize("bad_id", ["../../x", "<script>alert(1)</script>", "abc", "a" * 65, "x y z 1234"])
+def test_a_malformed_deep_link_is_refused_before_anything_is_asked(sim, bad_id):
+    at = history_page(sim, bad_id)
+    assert any("is not a valid prediction id" in error.value for error in at.error)
+    assert "<script>" not in shown(at)  # shown as text, escaped
+    assert not at.get("image")
+    assert api_requests(sim) == []
+
+
+def test_a_deep_link_to_an_unknown_id_says_so_and_offers_to_track_it(sim, history):
+    unknown = "q4chw5rey9rmt0cww76t4h3ma4"
+    at = history_page(sim, unknown)
+    assert any("is not in this dashboard's history" in w.value for w in at.warning)
+    prefilled = [field for field in at.text_input if field.label == "Prediction id" and field.value == unknown]
+    assert len(prefilled) == 1
+    assert api_requests(sim) == []  # nothing asked until the user chooses to track
+    next(b for b in at.button if b.form_id == "history.track-deep-link").click().run()
+    assert any("does not know prediction" in error.value for error in at.error)
+    assert [r["path"] for r in api_requests(sim)] == [f"/replicate/v1/predictions/{unknown}"]
+    assert history.store.get(unknown) is None
+
+
+def test_a_prediction_made_elsewhere_joins_the_history_when_tracked(sim, client, history):
+    made_elsewhere = client.create(SCHNELL, {"prompt": "a kite made by a script"}).id
+    at = history_page(sim)
+    form_input = next(f for f in at.text_input if f.label == "Prediction id")
+    form_input.input(f"  {made_elsewhere} ")  # a pasted id may carry spaces; sent with the form
+    next(b for b in at.button if b.form_id == "history.track").click().run()
+    assert not at.exception
+    assert at.query_params.get("id") in (made_elsewhere, [made_elsewhere])
+    assert history.store.get(made_elsewhere) is not None
+    rerun_until(at, lambda at: at.get("image"))  # the app's tracker finishes it and keeps the image
+    assert made_elsewhere in list(the_table(at)["id"])
+
+
+def test_the_deep_link_offer_tracks_an_id_made_elsewhere(sim, client, history):
+    made_elsewhere = client.create(SCHNELL, {"prompt": "a second kite"}).id
+    at = history_page(sim, made_elsewhere)
+    next(b for b in at.button if b.form_id == "history.track-deep-link").click().run()
+    assert not at.exception
+    assert history.store.get(made_elsewhere) is not None
+    rerun_until(at, lambda at: at.get("image"))
+    assert not at.warning
+
+
+def test_tracking_a_malformed_id_is_refused_without_a_request(sim, history):
+    at = history_page(sim)
+    next(f for f in at.text_input if f.label == "Prediction id").input("../etc/passwd")
+    next(b for b in at.button if b.form_id == "history.track").click().run()
+    assert any("is not a valid prediction id" in error.value for error in at.error)
+    assert api_requests(sim) == []
+
+
+def test_a_failed_prediction_shows_its_error_text(sim, history):
+    pid, = history.add("[sim:fail] a cracked mirror")
+    at = history_page(sim, pid)
+    assert any("simulated model error" in error.value for error in at.error)
+    assert not at.get("image")
+
+
+def test_a_running_prediction_shows_progress_and_can_be_cancelled(sim, history):
+    pid, = history.add("[sim:slow] a long exposure", settle=False)
+    at = history_page(sim, pid)
+    rerun_until(at, lambda at: at.get("progress") and any(e.label == "Logs" for e in at.expander))
+    at.button(key=f"detail-{pid}-cancel").click().run()
+    assert not at.exception
+    assert len(api_requests(sim, "POST", "/cancel")) == 1
+    assert history.store.get(pid).status == "canceled"
+    at.run()
+    assert "canceled" in shown(at)
+    assert not [b for b in at.button if b.key == f"detail-{pid}-cancel"]
+
+
+def test_where_the_server_cannot_cancel_the_page_says_so(sim, history):
+    sim.cancel_supported = False
+    pid, = history.add("[sim:slow] a very long exposure", settle=False)
+    at = history_page(sim, pid)
+    at.button(key=f"detail-{pid}-cancel").click().run()
+    assert not at.exception
+    assert any("cannot cancel" in warning.value for warning in at.warning)
+    assert history.store.get(pid).status in ("starting", "processing")
+
+
+def test_the_cannot_cancel_message_outlasts_the_next_tick(sim, history):
+    sim.cancel_supported = False
+    pid, = history.add("[sim:slow] an endless exposure", settle=False)
+    at = history_page(sim, pid)
+    at.button(key=f"detail-{pid}-cancel").click().run()
+    at.run()  # what the running card's timer does a second later
+    assert any("cannot cancel" in warning.value for warning in at.warning)
+
+
+def test_use_again_takes_the_input_back_to_the_create_form(sim, history):
+    pid, = history.add("a blue heron", model=DEV, aspect_ratio="16:9")
+    at = history_page(sim, pid)
+    at.button(key=f"detail-{pid}-reuse").click().run()
+    assert not at.exception
+    assert at.selectbox(key="model").value == DEV
+    assert at.text_area(key="param.prompt").value == "a blue heron"
+    assert at.selectbox(key="param.aspect_ratio").value == "16:9"
+
+
+def test_the_page_refreshes_while_something_runs_and_then_stops(sim, history):
+    sim.configure(start_delay=0.5, run_time=1.5)
+    pid, = history.add("a quick sketch", settle=False)
+    at = history_page(sim)
+    assert "this page updates by itself" in shown(at)
+    assert list(the_table(at)["status"]) in (["starting"], ["processing"])
+    rerun_until(at, lambda at: list(the_table(at)["status"]) == ["succeeded"]
+                and the_table(at)["thumbnail"].iloc[0].startswith("data:image/jpeg"))
+    assert "this page updates by itself" not in shown(at)
+    assert history.store.get(pid).tracking == "done"
+
+
+def test_selecting_one_row_opens_its_detail_and_back_closes_it(sim, history):
+    first, _ = history.add("a lighthouse", "a harbour")
+    at = select_rows(history_page(sim), 1)  # the second row: the older one
+    assert at.query_params.get("id") in (first, [first])
+    assert len(at.get("image")) == 1
+    at.button(key="history.close").click().run()
+    assert not at.query_params.get("id")
+    assert not at.get("image")  # a kept selection does not reopen it
+
+
+def test_rows_that_shift_under_a_selection_do_not_open_another_prediction(sim, history):
+    first, second = history.add("a lighthouse", "a harbour")
+    at = select_rows(history_page(sim), 1)
+    at.button(key="history.close").click().run()
+    newcomer, = history.add("a newcomer")  # made elsewhere: every row moves down by one
+    at.run()
+    assert list(the_table(at)["id"]) == [newcomer, second, first]
+    assert not at.query_params.get("id"), "a prediction nobody selected was opened"
+    assert at.get("download_button")[1].label.startswith("Select rows")  # and nothing else is selected
+
+
+# ---- exports ---------------------------------------------------------------------------------
+
+
+def test_the_csv_export_holds_the_filtered_rows_and_never_the_key(sim, history, media):
+    fox, = history.add("a red fox")
+    vase, = history.add("[sim:fail] a broken vase")
+    at = history_page(sim)
+    rows = list(csv.DictReader(io.StringIO(download(at, media, "Export table as CSV").decode())))
+    assert [row["id"] for row in rows] == [vase, fox]
+    assert json.loads(rows[1]["input"]) == {"prompt": "a red fox"}
+    at.multiselect(key="history.status").select("failed").run()
+    exported = download(at, media, "Export table as CSV").decode()
+    assert [row["id"] for row in csv.DictReader(io.StringIO(exported))] == [vase]
+    assert KEY not in exported
+
+
+def test_a_prompt_that_looks_like_a_formula_is_exported_as_text(sim, history, media):
+    history.add("=HYPERLINK(\"http://evil.example\",\"click\")", "@SUM(A1:A9)", "+1 a cat", "a plain cat")
+    at = history_page(sim)
+    prompts = [row["prompt"] for row in csv.DictReader(io.StringIO(download(at, media, "Export table").decode()))]
+    assert prompts == ["a plain cat", "'+1 a cat", "'@SUM(A1:A9)", "'=HYPERLINK(\"http://evil.example\",\"click\")"]
+
+
+def test_the_zip_of_a_selection_holds_each_image_and_its_input(sim, history, media):
+    boats = history.add("a paper boat", num_outputs=2)
+    kite = history.add("a kite")
+    at = history_page(sim)
+    assert at.get("download_button")[1].proto.disabled  # nothing selected yet
+    at = select_rows(at, 0, 1)
+    archive = zipfile.ZipFile(io.BytesIO(download(at, media, "Images of 2 selected")))
+    names = sorted(archive.namelist())
+    pid, = boats
+    assert names == sorted([f"{kite[0]}/input.json", f"{kite[0]}/0.webp",
+                            f"{pid}/input.json", f"{pid}/0.webp", f"{pid}/1.webp"])
+    assert archive.read(f"{pid}/1.webp") == history.store.output_bytes(pid, 1)[1]
+    assert json.loads(archive.read(f"{pid}/input.json")) == {"input": {"prompt": "a paper boat", "num_outputs": 2}}
