@@ -16,10 +16,10 @@ from comet.sim import Sim
 from comet.store import Store, predictions
 
 SESSIONS = 20
-DEADLINE = 300.0
+DEADLINE = 420.0
 KEY = "sk-load-test-key-0000000000000000"
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(540)]
 
 
 def test_twenty_sessions_create_and_watch_at_once(tmp_path):
