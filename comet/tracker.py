@@ -31,12 +31,14 @@ OUTPUT_LIFETIME = 3600.0  # the API deletes output files an hour after the run e
 
 NOT_FOUND_NOTE = "CometAPI no longer knows this prediction (404)."
 EXPIRED_NOTE = "The outputs expired before they could be saved."
+PERSONAL_KEY_NOTE = ("Made with a personal key, which is not kept after a restart: "
+                     "track it again from the History page with that key.")
 
 
 class Tracker:
     def __init__(
         self,
-        client: Client,
+        client: Client | None,
         store: Store,
         *,
         allow_private_downloads: bool,
@@ -50,7 +52,8 @@ class Tracker:
         """`allow_private_downloads` only when the API itself is local (the stand-in); `deadline`
         is how long after creation a prediction may stay unfinished; `max_sleep` bounds the wait
         between looks at the store, so rows recorded by other processes are picked up."""
-        self._client = client
+        self._client = client  # None: only predictions tracked with their own client are polled
+        self._clients: dict[str, Client] = {}  # prediction id -> the personal client that made it
         self._store = store
         self._allow_private = allow_private_downloads
         self._workers = workers
@@ -97,7 +100,12 @@ class Tracker:
         """Look at the store now (a prediction was just recorded)."""
         self._wake.set()
 
-    def track(self, prediction: Prediction, creator: str | None = None) -> None:
+    def track(self, prediction: Prediction, creator: str | None = None, client: Client | None = None) -> None:
+        """Record a prediction and have it followed. `client`: one made with a visitor's own key
+        is polled with that key, held in memory only."""
+        if client is not None:
+            with self._lock:
+                self._clients[prediction.id] = client
         self._store.record(prediction, creator=creator)
         self.wake()
 
@@ -150,7 +158,11 @@ class Tracker:
 
     def _poll(self, record: Record) -> None:
         try:
-            prediction = self._client.get(record.id)
+            client = self._clients.get(record.id, self._client)
+            if client is None:  # made with a personal key this process no longer holds
+                self._give_up(record.id, PERSONAL_KEY_NOTE)
+                return
+            prediction = client.get(record.id)
         except errors.NotFound:
             self._give_up(record.id, NOT_FOUND_NOTE)
             return
@@ -164,6 +176,7 @@ class Tracker:
             self._save_outputs(record, prediction)
         elif prediction.is_terminal:
             self._store.update(prediction)
+            self._forget_client(record.id)
         elif self._past_deadline(record):
             self._give_up(record.id, self._deadline_note, latest=prediction)
         elif not prediction.is_known_status:
@@ -191,6 +204,7 @@ class Tracker:
         self._store.update(prediction)  # stays active: no outputs stored yet
         self._store.save_outputs(record.id, files)
         log.info("prediction %s: %d output(s) saved", record.id, len(files))
+        self._forget_client(record.id)
 
     def _retry_later(self, record: Record, note: str, retry_after: float | None = None) -> None:
         if self._past_deadline(record):
@@ -205,6 +219,12 @@ class Tracker:
             self._store.update(latest)
         log.info("prediction %s: gave up: %s", prediction_id, note)
         self._store.give_up(prediction_id, note)
+        self._forget_client(prediction_id)
+
+    def _forget_client(self, prediction_id: str) -> None:
+        """A personal key is held only while something it made is still being followed."""
+        with self._lock:
+            self._clients.pop(prediction_id, None)
 
     @property
     def _deadline_note(self) -> str:

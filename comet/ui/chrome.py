@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from comet.ui.access import account_box, open_to_anyone_warning, require_access
-from comet.ui.context import Connection, connection
+from comet.ui.context import Connection, connection, settings
+from comet.ui.own_key import own_key_box
 from comet.ui.safe import plain
 
 DEMO_NOTICE = (
@@ -26,6 +27,7 @@ def page_setup() -> Connection:
             st.badge("Demo mode · local stand-in", icon=":material/science:", color="orange")
         else:
             st.badge(f"Live · {conn.label}", icon=":material/cloud_done:", color="green")
+        own_key_box(settings().base_host)
     if conn.demo:
         st.info(DEMO_NOTICE, icon=":material/science:")
     open_to_anyone_warning(has_server_key=not conn.demo)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 import streamlit as st
@@ -18,8 +18,10 @@ from comet.config import Settings
 from comet.sim import Sim
 from comet.store import Store
 from comet.tracker import Tracker
+from comet.ui.own_key import own_key
 
 DEMO_KEY = "demo-key"  # the stand-in accepts any non-empty key
+SESSION_CLIENT_KEY = "own.client"
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,11 @@ class Connection:
     tracker: Tracker
     demo: bool
     label: str  # what the sidebar badge says: a host, never the key
+    personal: bool = False  # the visitor's own key, for this tab only
+
+    def track(self, prediction, creator: str | None) -> None:
+        """Hand a prediction to the tracker; one made with a personal key is polled with it."""
+        self.tracker.track(prediction, creator=creator, client=self.client if self.personal else None)
 
 
 def read_secrets() -> Mapping[str, object]:
@@ -50,6 +57,8 @@ def settings() -> Settings:
 
 def connection() -> Connection:
     config = settings()
+    if personal_key := own_key():
+        return _personal_connection(config, personal_key)
     if config.demo:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         sim = _demo_sim(str(config.data_dir / "demo-standin.json"))
@@ -57,11 +66,37 @@ def connection() -> Connection:
     else:
         base_url, key, label = config.base_url, config.api_key, config.base_host
     fingerprint = _fingerprint(base_url, key)
-    store_id = _fingerprint(str(config.data_dir), str(config.demo), config.database_url or "")
+    store_id = _store_id(config)
     client = _client(base_url, fingerprint, _key=key)
     store = _store(store_id, _settings=config)
-    tracker = _tracker(fingerprint, store_id, _client=client, _store=store)
+    tracker = _tracker(fingerprint, store_id, base_url, _client=client, _store=store)
     return Connection(client=client, store=store, tracker=tracker, demo=config.demo, label=label)
+
+
+def _personal_connection(config: Settings, personal_key: str) -> Connection:
+    """A visitor's own key, for this tab: its client lives in this session only; the store and
+    the tracker are the process's live ones (the tracker polls this session's predictions with
+    this client, held in memory)."""
+    live = replace(config, api_key=personal_key)
+    store_id = _store_id(live)
+    store = _store(store_id, _settings=live)
+    if config.demo:  # no server key: a live tracker that polls only what personal keys created
+        tracker = _tracker("personal-keys-only", store_id, config.base_url, _client=None, _store=store)
+    else:
+        fingerprint = _fingerprint(config.base_url, config.api_key)
+        server_client = _client(config.base_url, fingerprint, _key=config.api_key)
+        tracker = _tracker(fingerprint, store_id, config.base_url, _client=server_client, _store=store)
+    fingerprint = _fingerprint(config.base_url, personal_key)
+    held = st.session_state.get(SESSION_CLIENT_KEY)
+    if held is None or held[0] != fingerprint:
+        held = (fingerprint, Client(config.base_url, personal_key))
+        st.session_state[SESSION_CLIENT_KEY] = held
+    return Connection(client=held[1], store=store, tracker=tracker, demo=False,
+                      label=f"{config.base_host} · your key", personal=True)
+
+
+def _store_id(config: Settings) -> str:
+    return _fingerprint(str(config.data_dir), str(config.demo), config.database_url or "")
 
 
 def current_user() -> str | None:
@@ -98,10 +133,10 @@ def _store(store_id: str, *, _settings: Settings) -> Store:
 
 
 @st.cache_resource(show_spinner=False, on_release=Tracker.stop)
-def _tracker(fingerprint: str, store_id: str, *, _client: Client, _store: Store) -> Tracker:
+def _tracker(fingerprint: str, store_id: str, base_url: str, *, _client: Client | None, _store: Store) -> Tracker:
     # The one poller of this process. Output downloads may reach loopback only when the API
     # itself is local (the stand-in serves its own files).
-    return Tracker(_client, _store, allow_private_downloads=_is_local(_client.base_url)).start()
+    return Tracker(_client, _store, allow_private_downloads=_is_local(base_url)).start()
 
 
 @st.cache_resource(show_spinner=False, on_release=Sim.stop)

@@ -249,7 +249,7 @@ def track_form(conn: Connection, prefilled: str = "", *, key: str) -> None:
     except errors.CometError as exc:
         st.error(plain(str(exc)))
         return
-    conn.tracker.track(prediction, creator=current_user())
+    conn.track(prediction, creator=current_user())
     st.query_params[DETAIL_PARAM] = prediction.id
     st.rerun()
 

@@ -48,7 +48,7 @@ def send(conn: Connection, outgoing: list[tuple[str, dict[str, Any]]]) -> None:
                                     isinstance(exc, errors.CreateUncertain)))
             continue
         # Recorded before anything else can interrupt: the prediction is never lost.
-        conn.tracker.track(prediction, creator=creator)
+        conn.track(prediction, creator=creator)
         ids.append(prediction.id)
     st.session_state[LAST_SEND_KEY] = (fingerprint, time.monotonic())
     st.session_state[FAILURES_KEY] = failures
