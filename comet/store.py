@@ -6,6 +6,19 @@ queries: the default SQLite file can be swapped for PostgreSQL (COMET_DATABASE_U
 touching callers. Times are stored as float epoch seconds (UTC); arguments such as `next_poll_at`
 take the same unit (the tracker's clock), and Records and frames hand them back as aware UTC
 datetimes. Nothing here ever sees the API key: the stored input is the model input only.
+
+Several app processes (replicas) may share one database. Each unfinished prediction is then
+polled by one tracker at a time: a tracker *claims* due predictions (`claim_due`), which writes a
+lease (`lease_owner`, `lease_until`) in the same transaction that picks them (`FOR UPDATE SKIP
+LOCKED` on PostgreSQL; SQLite serialises writers with `BEGIN IMMEDIATE`). The holder renews the
+lease while it polls and clears it with the write that records the answer; writes that pass
+`owner=` apply only while that owner still holds the claim, so a tracker that stalled past its
+lease cannot overwrite what its successor stored. A holder that dies simply stops renewing, and
+its predictions become claimable again when the lease runs out.
+
+Every write is idempotent (outputs are stored only if the prediction has none), so reads and
+writes are retried a few times when the database is briefly unreachable or busy; after that they
+raise HistoryUnavailable.
 """
 
 from __future__ import annotations
@@ -23,21 +36,30 @@ from typing import Any, TypeVar
 import pandas as pd
 import sqlalchemy as sa
 from PIL import Image
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from .config import Settings
+from .errors import CometError
 from .fetch import StoredFile, source_label
 from .prediction import SUCCEEDED, TERMINAL, Prediction, progress_from_logs
 
-SCHEMA_VERSION = 1
+# 1: first release. 2: lease columns (lease_owner, lease_until) for several trackers on one database.
+SCHEMA_VERSION = 2
+DEFAULT_LEASE = 60.0  # seconds a claim lasts unless renewed; the tracker renews it while it polls
 LOGS_TAIL_CHARS = 4096
 THUMBNAIL_SIDE = 128
 THUMBNAIL_TYPE = "image/jpeg"
 ACTIVE, DONE, GAVE_UP = "active", "done", "gave_up"
 PAGE_COLUMNS = ["id", "model", "status", "prompt", "created", "run_time", "creator", "outputs", "thumbnail"]
 
-_WRITE_ATTEMPTS = 5
+# Waits between attempts of a read or write that hit a transient error (a restarting server, a
+# dropped connection, a locked SQLite file): five attempts over about three seconds.
+RETRY_DELAYS = (0.1, 0.3, 0.8, 1.6)
+CONNECT_TIMEOUT = 5  # seconds to reach a database server before an attempt counts as failed
+# pg_advisory_xact_lock key held while the schema is created or migrated ("comet" in ASCII).
+_MIGRATION_LOCK = 0x636F6D6574
+_WRITE_OPTION = "comet_write"  # execution option: this SQLite transaction writes (BEGIN IMMEDIATE)
 _log = logging.getLogger("comet.store")
 _T = TypeVar("_T")
 
@@ -75,6 +97,9 @@ predictions = sa.Table(
     sa.Column("output_urls", sa.Text, nullable=False, default="[]"),  # JSON list
     sa.Column("data_removed", sa.Boolean, nullable=False, default=False),
     sa.Column("output_count", sa.Integer, nullable=False, default=0),  # outputs stored here
+    # Schema 2: which tracker is polling it now, and until when its claim holds (epoch seconds).
+    sa.Column("lease_owner", sa.String(200)),
+    sa.Column("lease_until", sa.Float),
 )
 # Every listing is "newest first" (created_at, then id to break ties), optionally filtered.
 sa.Index("ix_predictions_created", predictions.c.created_at.desc(), predictions.c.id.desc())
@@ -130,6 +155,8 @@ class Record:
     output_urls: list[str]
     data_removed: bool
     output_count: int
+    lease_owner: str | None
+    lease_until: datetime | None
     outputs: list[OutputInfo]
 
     @property
@@ -142,13 +169,34 @@ class Record:
         return 1.0 if self.status == SUCCEEDED else progress_from_logs(self.logs_tail)
 
 
+class HistoryError(CometError):
+    """The history database cannot be used as configured (for example its driver is missing);
+    the message says what to change."""
+
+
+class HistoryUnavailable(HistoryError):
+    """The history database could not be reached, even after a few quick retries (a server
+    restart, a network outage, a file locked for too long). Nothing is lost by trying again
+    later: every write of the store is idempotent."""
+
+
 class Store:
     """Thread-safe: each call checks out its own pooled connection; writes are short
-    transactions, retried when SQLite reports the file locked."""
+    transactions. Transient database errors are retried (RETRY_DELAYS), then raise
+    HistoryUnavailable."""
 
-    def __init__(self, url: str | sa.URL) -> None:
+    def __init__(self, url: str | sa.URL, *, retry_delays: tuple[float, ...] = RETRY_DELAYS) -> None:
+        url = database_url(url)
+        self.backend = url.get_backend_name()  # "sqlite" or "postgresql"
+        self._retry_delays = tuple(retry_delays)
         self._engine = _engine(url)
-        self.migrate()
+        # Writes on SQLite take the write lock when they begin (see _engine); elsewhere the same.
+        self._writer = self._engine.execution_options(**{_WRITE_OPTION: True})
+        try:
+            self.migrate()
+        except BaseException:  # e.g. HistoryUnavailable at start: the caller will try again
+            self._engine.dispose()
+            raise
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Store:
@@ -166,32 +214,50 @@ class Store:
     # ---- schema ---------------------------------------------------------------------------
 
     def migrate(self) -> None:
-        """Create what is missing and check the schema version; safe to run on every open, also
-        by several processes at once. Later releases add their steps here, keyed on the version."""
+        """Create what is missing and bring an older schema up to SCHEMA_VERSION, in one
+        transaction that only one process runs at a time (PostgreSQL: an advisory lock; SQLite:
+        the write lock), so replicas starting together neither race nor see a half-made schema.
+        Each step is idempotent: it looks at what exists rather than trusting the version alone."""
 
-        def create_missing(conn: sa.Connection) -> None:
+        def work(conn: sa.Connection) -> None:
+            if self.backend == "postgresql":
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+            found = _stored_version(conn)
+            if found is not None and found > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"This history was written by a newer release (schema {found}); update the app.")
             for table in metadata.sorted_tables:
                 conn.execute(CreateTable(table, if_not_exists=True))
+            _add_missing_columns(conn)  # 1 -> 2: the lease columns
+            for table in metadata.sorted_tables:
                 for index in sorted(table.indexes, key=lambda ix: ix.name):
                     conn.execute(CreateIndex(index, if_not_exists=True))
+            if found is None:
+                conn.execute(sa.insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif found < SCHEMA_VERSION:
+                conn.execute(sa.update(meta).where(meta.c.key == "schema_version")
+                             .values(value=str(SCHEMA_VERSION)))
+                _log.info("history schema migrated from version %d to %d", found, SCHEMA_VERSION)
 
-        self._write(create_missing)
-        version = sa.insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION))
-        try:
-            self._write(lambda conn: conn.execute(version))
-        except IntegrityError:
-            pass  # already there: written by an earlier open, or by another process just now
-        if self.schema_version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"This history was written by a newer release (schema {self.schema_version}); update the app."
-            )
+        self._write(work)
 
     @property
     def schema_version(self) -> int:
-        with self._engine.connect() as conn:
-            return int(conn.scalar(sa.select(meta.c.value).where(meta.c.key == "schema_version")))
+        return self._read(lambda conn: int(conn.scalar(
+            sa.select(meta.c.value).where(meta.c.key == "schema_version"))))
+
+    def available(self) -> bool:
+        """One quick look at the database, no retries: for a page waiting out an outage."""
+        try:
+            with self._engine.connect() as conn:
+                conn.execute(sa.select(1))
+            return True
+        except DBAPIError:
+            return False
 
     # ---- writes ---------------------------------------------------------------------------
+    # Writes that take `owner` are the tracker's: they apply only while that owner still holds
+    # the prediction's lease (and it is still tracked), release it, and return whether they applied.
 
     def record(self, prediction: Prediction, *, creator: str | None = None) -> None:
         """Remember a prediction the moment its id is known; a known id is updated instead."""
@@ -206,8 +272,14 @@ class Store:
             self.update(prediction)
 
     def update(
-        self, prediction: Prediction, *, next_poll_at: float | None = None, note: str | None = None
-    ) -> None:
+        self,
+        prediction: Prediction,
+        *,
+        next_poll_at: float | None = None,
+        note: str | None = None,
+        owner: str | None = None,
+        keep_lease: bool = False,
+    ) -> bool:
         """Store what a fresh answer says. A note means this poll had a problem: it is shown to
         the user and counts as a failure (for backoff); no note clears the last problem.
 
@@ -228,42 +300,145 @@ class Store:
             values["tracking"] = sa.case((p.output_count > 0, DONE), else_=p.tracking)
         elif prediction.is_terminal:
             values["tracking"] = DONE
-        self._write(lambda conn: conn.execute(
-            sa.update(predictions).where(p.id == prediction.id).values(values)))
+        return self._change(prediction.id, values, owner, keep_lease)
 
-    def save_outputs(self, prediction_id: str, files: list[StoredFile]) -> None:
-        """Store every output file with its thumbnail and end tracking, all in one transaction."""
+    def save_outputs(
+        self,
+        prediction_id: str,
+        files: list[StoredFile],
+        *,
+        latest: Prediction | None = None,
+        owner: str | None = None,
+    ) -> bool:
+        """Store every output file with its thumbnail and end tracking, all in one transaction,
+        with `latest` (the answer that listed the files) if given. Exactly once: if outputs are
+        already stored (another tracker got there first) they are kept and these are dropped.
+        Returns whether these files were stored. Not fenced by `owner`: storing the same outputs
+        is right whoever downloaded them; a lease held by `owner` is released."""
         rows = [
             {"prediction_id": prediction_id, "idx": idx, "content_type": file.content_type,
              "size": len(file.data), "data": file.data, "thumbnail": make_thumbnail(file.data),
              "source_url": source_label(file.source_url)}
             for idx, file in enumerate(files)
         ]  # thumbnails are made before the transaction, so the write lock is held briefly
+        p, o = predictions.c, outputs.c
 
-        def work(conn: sa.Connection) -> None:
-            conn.execute(
-                sa.update(predictions)
-                .where(predictions.c.id == prediction_id)
-                .values(tracking=DONE, output_count=len(rows), note=None, updated_at=time.time())
-            )
-            conn.execute(sa.delete(outputs).where(outputs.c.prediction_id == prediction_id))
-            if rows:
+        def work(conn: sa.Connection) -> bool:
+            # Lock the prediction's row (PostgreSQL; SQLite's write lock already serialises), so
+            # two savers of one prediction take turns and the second sees the first's outputs.
+            found = conn.execute(sa.select(p.id).where(p.id == prediction_id).with_for_update()).first()
+            if found is None:
+                return False
+            stored = conn.scalar(sa.select(sa.func.count()).select_from(outputs)
+                                 .where(o.prediction_id == prediction_id))
+            now = time.time()
+            values: dict[str, Any] = {"tracking": DONE, "note": None, "updated_at": now}
+            if latest is not None:
+                values |= {**_prediction_values(latest), "last_polled_at": now, "poll_failures": 0}
+            if owner is not None:
+                values |= _released(owner)
+            if not stored:
+                values["output_count"] = len(rows)
+            conn.execute(sa.update(predictions).where(p.id == prediction_id).values(values))
+            if not stored and rows:
                 conn.execute(sa.insert(outputs), rows)
+            return not stored
 
-        self._write(work)
+        return self._write(work)
 
-    def mark_poll_failure(self, prediction_id: str, note: str, next_poll_at: float) -> None:
-        self._set(prediction_id, note=note, next_poll_at=next_poll_at, last_polled_at=time.time(),
-                  poll_failures=predictions.c.poll_failures + 1)
+    def mark_poll_failure(
+        self, prediction_id: str, note: str, next_poll_at: float, *, owner: str | None = None,
+        keep_lease: bool = False,
+    ) -> bool:
+        return self._change(prediction_id, {
+            "note": note, "next_poll_at": next_poll_at, "last_polled_at": time.time(),
+            "poll_failures": predictions.c.poll_failures + 1, "updated_at": time.time()}, owner, keep_lease)
 
-    def give_up(self, prediction_id: str, note: str) -> None:
-        self._set(prediction_id, tracking=GAVE_UP, note=note)
+    def give_up(
+        self, prediction_id: str, note: str, *, latest: Prediction | None = None, owner: str | None = None
+    ) -> bool:
+        """Stop tracking and say why, keeping `latest` (the last answer) if there is one."""
+        now = time.time()
+        values: dict[str, Any] = {"tracking": GAVE_UP, "note": note, "updated_at": now}
+        if latest is not None:
+            values = {**_prediction_values(latest), "last_polled_at": now, "poll_failures": 0, **values}
+        return self._change(prediction_id, values, owner)
+
+    # ---- leases: one tracker polls a prediction at a time ----------------------------------
+
+    def claim_due(
+        self,
+        owner: str,
+        *,
+        now: float | None = None,
+        lease: float = DEFAULT_LEASE,
+        limit: int = 50,
+        exclude: Collection[str] = (),
+    ) -> list[Record]:
+        """Atomically take up to `limit` due predictions for `owner` until `now + lease`, most
+        overdue first, and return them (with the lease written). Due means active, next poll
+        time come, and not leased to another owner (or that lease has run out); `exclude` leaves
+        out ids the caller is polling already. Two owners claiming at once never get one id."""
+        now = time.time() if now is None else now
+        p = predictions.c
+        pick = (
+            sa.select(p.id)
+            .where(p.tracking == ACTIVE, p.next_poll_at <= now,
+                   sa.or_(p.lease_until.is_(None), p.lease_until <= now, p.lease_owner == owner))
+            .order_by(p.next_poll_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)  # PostgreSQL: rows another claim holds are passed over
+        )
+        if exclude:
+            pick = pick.where(p.id.not_in(list(exclude)))
+
+        def work(conn: sa.Connection) -> list[Record]:
+            ids = list(conn.scalars(pick))
+            if not ids:
+                return []
+            conn.execute(sa.update(predictions).where(p.id.in_(ids))
+                         .values(lease_owner=owner, lease_until=now + lease))
+            return self._records(conn, sa.select(predictions).where(p.id.in_(ids)).order_by(p.next_poll_at))
+
+        return self._write(work)
+
+    def hold_lease(self, owner: str, prediction_id: str, until: float, *, now: float | None = None) -> bool:
+        """Take the lease on one prediction for `owner` until `until`, unless another owner holds
+        it: for a prediction only this tracker can poll (made with a key only it has), which it
+        then keeps leased between polls (writes with keep_lease) and renews while it lives."""
+        now = time.time() if now is None else now
+        p = predictions.c
+        query = (sa.update(predictions)
+                 .where(p.id == prediction_id,
+                        sa.or_(p.lease_until.is_(None), p.lease_until <= now, p.lease_owner == owner))
+                 .values(lease_owner=owner, lease_until=until))
+        return self._write(lambda conn: conn.execute(query).rowcount > 0)
+
+    def renew_leases(self, owner: str, ids: Collection[str], until: float) -> set[str]:
+        """Extend `owner`'s leases on `ids` to `until`; returns the ids it still holds."""
+        if not ids:
+            return set()
+        p = predictions.c
+
+        def work(conn: sa.Connection) -> set[str]:
+            conn.execute(sa.update(predictions).where(p.id.in_(list(ids)), p.lease_owner == owner)
+                         .values(lease_until=until))
+            return set(conn.scalars(sa.select(p.id).where(p.id.in_(list(ids)), p.lease_owner == owner)))
+
+        return self._write(work)
+
+    def release_leases(self, owner: str) -> int:
+        """Give back every lease `owner` holds (a tracker stopping), so others need not wait."""
+        p = predictions.c
+        return self._write(lambda conn: conn.execute(
+            sa.update(predictions).where(p.lease_owner == owner).values(lease_owner=None, lease_until=None)
+        ).rowcount)
 
     # ---- reads ----------------------------------------------------------------------------
 
     def get(self, prediction_id: str) -> Record | None:
-        with self._engine.connect() as conn:
-            found = self._records(conn, sa.select(predictions).where(predictions.c.id == prediction_id))
+        found = self._read(lambda conn: self._records(
+            conn, sa.select(predictions).where(predictions.c.id == prediction_id)))
         return found[0] if found else None
 
     def output_bytes(self, prediction_id: str, idx: int) -> tuple[str, bytes] | None:
@@ -277,33 +452,37 @@ class Store:
     def due(
         self, now: float | None = None, limit: int = 50, *, exclude: Collection[str] = ()
     ) -> list[Record]:
-        """Active predictions whose next poll time has come, most overdue first; `exclude`
-        leaves out ids the caller is already polling."""
+        """Active predictions whose next poll time has come and that no tracker holds, most
+        overdue first; `exclude` leaves out ids the caller is already polling. A look only:
+        trackers take their work with claim_due."""
+        now = time.time() if now is None else now
         p = predictions.c
         query = (
             sa.select(predictions)
-            .where(p.tracking == ACTIVE, p.next_poll_at <= (time.time() if now is None else now))
+            .where(p.tracking == ACTIVE, p.next_poll_at <= now,
+                   sa.or_(p.lease_until.is_(None), p.lease_until <= now))
             .order_by(p.next_poll_at)
             .limit(limit)
         )
         if exclude:
             query = query.where(p.id.not_in(list(exclude)))
-        with self._engine.connect() as conn:
-            return self._records(conn, query)
+        return self._read(lambda conn: self._records(conn, query))
 
-    def next_poll_time(self, *, exclude: Collection[str] = ()) -> float | None:
-        """The earliest next_poll_at of the active predictions (epoch seconds), or None."""
+    def next_poll_time(self, *, exclude: Collection[str] = (), owner: str | None = None) -> float | None:
+        """When the next active prediction becomes claimable by `owner` (epoch seconds), or None:
+        its next poll time, or later if another owner's lease still holds it then."""
         p = predictions.c
-        query = sa.select(sa.func.min(p.next_poll_at)).where(p.tracking == ACTIVE)
+        held = sa.and_(p.lease_until > p.next_poll_at,
+                       p.lease_owner != owner if owner is not None else sa.true())
+        ready = sa.case((held, p.lease_until), else_=p.next_poll_at)
+        query = sa.select(sa.func.min(ready)).where(p.tracking == ACTIVE)
         if exclude:
             query = query.where(p.id.not_in(list(exclude)))
-        with self._engine.connect() as conn:
-            return conn.scalar(query)
+        return self._read(lambda conn: conn.scalar(query))
 
     def unfinished_count(self) -> int:
-        with self._engine.connect() as conn:
-            return conn.scalar(sa.select(sa.func.count()).select_from(predictions)
-                               .where(predictions.c.tracking == ACTIVE))
+        return self._read(lambda conn: conn.scalar(
+            sa.select(sa.func.count()).select_from(predictions).where(predictions.c.tracking == ACTIVE)))
 
     def unfinished_ids(self) -> list[str]:
         """Ids still being tracked, newest first."""
@@ -314,8 +493,7 @@ class Store:
         a page can compare to know when to redraw."""
         p = predictions.c
         query = sa.select(p.id, p.status).where(p.tracking == ACTIVE).order_by(p.created_at.desc(), p.id.desc())
-        with self._engine.connect() as conn:
-            return {row.id: row.status for row in conn.execute(query)}
+        return self._read(lambda conn: {row.id: row.status for row in conn.execute(query)})
 
     def page(
         self,
@@ -337,9 +515,12 @@ class Store:
             .limit(limit)
             .offset(offset)
         )
-        with self._engine.connect() as conn:
+
+        def read(conn: sa.Connection) -> tuple[list[sa.Row], dict[str, str]]:
             rows = conn.execute(query).all()
-            thumbnails = _first_thumbnails(conn, [row.id for row in rows])
+            return rows, _first_thumbnails(conn, [row.id for row in rows])
+
+        rows, thumbnails = self._read(read)
         frame = pd.DataFrame([tuple(row) for row in rows], columns=PAGE_COLUMNS[:-1])
         frame["created"] = _datetimes(frame["created"])
         # object dtype keeps None for "no thumbnail" (pandas would turn it into NaN in a str column)
@@ -356,14 +537,13 @@ class Store:
     ) -> int:
         query = sa.select(sa.func.count()).select_from(predictions).where(
             *_filters(statuses, models, text, creator))
-        with self._engine.connect() as conn:
-            return conn.scalar(query)
+        return self._read(lambda conn: conn.scalar(query))
 
     def models(self) -> list[str]:
-        """Models present in history, sorted."""
-        p = predictions.c
-        with self._engine.connect() as conn:
-            return list(conn.scalars(sa.select(p.model).distinct().where(p.model != "").order_by(p.model)))
+        """Models present in history, sorted. Read on every History page build, so it hops
+        through the model index from one model to the next (a handful of index seeks) instead of
+        reading every row as SELECT DISTINCT would."""
+        return self._read(lambda conn: list(conn.scalars(_MODELS_QUERY)))
 
     def export_rows(
         self,
@@ -380,8 +560,7 @@ class Store:
                    p.tracking, p.note]
         query = (sa.select(*columns).where(*_filters(statuses, models, text, creator))
                  .order_by(p.created_at.desc(), p.id.desc()))
-        with self._engine.connect() as conn:
-            rows = conn.execute(query).all()
+        rows = self._read(lambda conn: conn.execute(query).all())
         frame = pd.DataFrame([tuple(row) for row in rows], columns=[c.name for c in columns])
         for name in ("created_at", "started_at", "completed_at"):
             frame[name] = _datetimes(frame[name])
@@ -390,24 +569,62 @@ class Store:
     # ---- internals ------------------------------------------------------------------------
 
     def _write(self, work: Callable[[sa.Connection], _T]) -> _T:
-        """Run `work` in one transaction, retrying while SQLite says the file is locked (the
-        busy timeout covers most waits; a stale read snapshot can still fail at once)."""
-        attempt = 0
-        while True:
-            try:
-                with self._engine.begin() as conn:
-                    return work(conn)
-            except OperationalError as exc:
-                attempt += 1
-                if attempt == _WRITE_ATTEMPTS or not _is_locked(exc):
-                    raise
-                _log.warning("database busy, retrying a write (attempt %d)", attempt)
-                time.sleep(0.1 * 2 ** (attempt - 1))
+        """Run `work` in one transaction (on SQLite one that holds the write lock from its
+        start), retried as a whole on a transient error."""
 
-    def _set(self, prediction_id: str, **values: Any) -> None:
-        values["updated_at"] = time.time()
-        self._write(lambda conn: conn.execute(
-            sa.update(predictions).where(predictions.c.id == prediction_id).values(values)))
+        def attempt() -> _T:
+            with self._writer.begin() as conn:
+                return work(conn)
+
+        return self._retrying(attempt)
+
+    def _read(self, work: Callable[[sa.Connection], _T]) -> _T:
+        """Run `work` on one connection (one consistent snapshot), retried on a transient error."""
+
+        def attempt() -> _T:
+            with self._engine.connect() as conn:
+                return work(conn)
+
+        return self._retrying(attempt)
+
+    def _retrying(self, attempt: Callable[[], _T]) -> _T:
+        for number, delay in enumerate((*self._retry_delays, None), start=1):
+            try:
+                return attempt()
+            except DBAPIError as exc:
+                if not self._transient(exc):
+                    raise
+                if delay is None:
+                    raise HistoryUnavailable(
+                        "History is unavailable: the database cannot be reached right now.",
+                        detail=_first_line(exc.orig),
+                    ) from exc
+                _log.warning("history database: %s; retrying (attempt %d)", _first_line(exc.orig), number)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _transient(self, exc: DBAPIError) -> bool:
+        """Worth another try: a lost or refused connection, a server shutting down, a
+        serialisation conflict, or SQLite's file lock. Not: a constraint, a bad query."""
+        if exc.connection_invalidated:
+            return True
+        if self.backend == "sqlite":
+            return isinstance(exc, OperationalError) and _is_locked(exc)
+        return isinstance(exc, (OperationalError, InterfaceError))
+
+    def _change(
+        self, prediction_id: str, values: dict[str, Any], owner: str | None, keep_lease: bool = False
+    ) -> bool:
+        """Update one prediction; with `owner`, only while that owner holds its lease and it is
+        still tracked (a cancel from the page may have ended it meanwhile), releasing the lease
+        in the same statement unless `keep_lease`. Returns whether a row was changed."""
+        p = predictions.c
+        query = sa.update(predictions).where(p.id == prediction_id)
+        if owner is not None:
+            query = query.where(p.lease_owner == owner, p.tracking == ACTIVE)
+            if not keep_lease:
+                values = {**values, **_released(owner)}
+        return self._write(lambda conn: conn.execute(query.values(values)).rowcount > 0)
 
     def _records(self, conn: sa.Connection, query: sa.Select) -> list[Record]:
         rows = conn.execute(query).all()
@@ -422,9 +639,8 @@ class Store:
 
     def _output_row(self, prediction_id: str, idx: int, *columns: sa.ColumnElement) -> sa.Row | None:
         o = outputs.c
-        with self._engine.connect() as conn:
-            query = sa.select(*columns).where(o.prediction_id == prediction_id, o.idx == idx)
-            return conn.execute(query).first()
+        query = sa.select(*columns).where(o.prediction_id == prediction_id, o.idx == idx)
+        return self._read(lambda conn: conn.execute(query).first())
 
 
 def make_thumbnail(data: bytes) -> bytes | None:
@@ -442,14 +658,37 @@ def make_thumbnail(data: bytes) -> bytes | None:
     return buffer.getvalue()
 
 
-def _engine(url: str | sa.URL) -> sa.Engine:
-    if sa.make_url(url).get_backend_name() != "sqlite":
-        return sa.create_engine(url, pool_pre_ping=True)
+def database_url(url: str | sa.URL) -> sa.URL:
+    """The URL to open. Hosted PostgreSQL services hand out `postgres://` or `postgresql://`
+    URLs: both mean the psycopg (3) driver here, the one requirements.txt names."""
+    url = sa.make_url(url)
+    if url.drivername in ("postgres", "postgresql"):
+        url = url.set(drivername="postgresql+psycopg")
+    return url
+
+
+def _engine(url: sa.URL) -> sa.Engine:
+    if url.get_backend_name() != "sqlite":
+        if url.get_backend_name() == "postgresql" and url.get_driver_name() == "psycopg":
+            try:
+                import psycopg  # noqa: F401  (only to give a clear message when it is missing)
+            except ImportError:
+                raise HistoryError(
+                    "COMET_DATABASE_URL points to PostgreSQL, but its driver is not installed: "
+                    "add psycopg[binary] to requirements.txt (or pip install \"psycopg[binary]\")."
+                ) from None
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT} if url.get_driver_name() in ("psycopg", "psycopg2") else {}
+        # pre-ping: a pooled connection the server dropped (a restart, an idle timeout) is
+        # noticed and replaced before use, not reported as an error.
+        return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     # Browser sessions and the tracker share the engine from several threads.
     engine = sa.create_engine(url, connect_args={"check_same_thread": False})
 
     @sa.event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # The store begins its own transactions (below): pysqlite's implicit BEGIN comes only
+        # before the first write statement, too late to make a read-then-write atomic.
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA busy_timeout = 10000")  # first: switching to WAL may have to wait
         cursor.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
@@ -457,12 +696,53 @@ def _engine(url: str | sa.URL) -> sa.Engine:
         cursor.execute("PRAGMA foreign_keys = ON")  # off by default in SQLite
         cursor.close()
 
+    @sa.event.listens_for(engine, "begin")
+    def _sqlite_begin(conn: sa.Connection) -> None:
+        # A write takes the write lock at once (waiting up to busy_timeout for another writer),
+        # so SQLite runs write transactions one after another: claims and migrations are atomic.
+        write = conn.get_execution_options().get(_WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
     return engine
 
 
 def _is_locked(exc: OperationalError) -> bool:
     text = str(exc.orig).lower()
     return "database is locked" in text or "database is busy" in text
+
+
+def _first_line(error: BaseException | None) -> str:
+    text = str(error or "").strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _released(owner: str) -> dict[str, Any]:
+    """Values that clear a lease, if `owner` holds it (a no-op otherwise)."""
+    p = predictions.c
+    mine = p.lease_owner == owner
+    return {"lease_owner": sa.case((mine, None), else_=p.lease_owner),
+            "lease_until": sa.case((mine, None), else_=p.lease_until)}
+
+
+def _stored_version(conn: sa.Connection) -> int | None:
+    """The schema version written in `meta`, or None on an empty database."""
+    if not sa.inspect(conn).has_table(meta.name):
+        return None
+    value = conn.scalar(sa.select(meta.c.value).where(meta.c.key == "schema_version"))
+    return None if value is None else int(value)
+
+
+def _add_missing_columns(conn: sa.Connection) -> None:
+    """Add the columns of `predictions` that an older schema lacks (all nullable, so existing
+    rows need no value)."""
+    present = {column["name"] for column in sa.inspect(conn).get_columns(predictions.name)}
+    preparer = conn.dialect.identifier_preparer
+    for column in predictions.columns:
+        if column.name in present:
+            continue
+        assert column.nullable, f"a new column must be nullable: {column.name}"
+        conn.execute(sa.text(f"ALTER TABLE {preparer.format_table(predictions)} ADD COLUMN "
+                             f"{preparer.format_column(column)} {column.type.compile(conn.dialect)}"))
 
 
 def _prediction_values(prediction: Prediction) -> dict[str, Any]:
@@ -502,6 +782,19 @@ def _filters(
     return clauses
 
 
+def _distinct_models() -> sa.Select:
+    """WITH RECURSIVE m: the smallest model name, then repeatedly the next larger one."""
+    p, later = predictions.c, predictions.alias("later").c
+    first = sa.select(sa.func.min(p.model).label("model")).where(p.model > "")
+    hops = first.cte("models_present", recursive=True)
+    following = sa.select(sa.func.min(later.model)).where(later.model > hops.c.model).scalar_subquery()
+    hops = hops.union_all(sa.select(following).where(hops.c.model.is_not(None)))
+    return sa.select(hops.c.model).where(hops.c.model.is_not(None)).order_by(hops.c.model)
+
+
+_MODELS_QUERY = _distinct_models()
+
+
 def _first_thumbnails(conn: sa.Connection, ids: list[str]) -> dict[str, str]:
     """data: URIs of the first output's thumbnail, for just these ids (one page)."""
     if not ids:
@@ -514,7 +807,7 @@ def _first_thumbnails(conn: sa.Connection, ids: list[str]) -> dict[str, str]:
 
 
 _TIME_COLUMNS = ("created_at", "started_at", "completed_at", "recorded_at", "updated_at",
-                 "last_polled_at", "next_poll_at")
+                 "last_polled_at", "next_poll_at", "lease_until")
 
 
 def _record(row: Any, outputs_info: list[OutputInfo]) -> Record:

@@ -1,17 +1,30 @@
 """The one poller: follows every unfinished prediction in the store until it ends, and saves the
 outputs of those that succeed before their URLs expire.
 
-It reads its work from the store (`due()`), so it needs no page open, resumes whatever was
+It takes its work from the store (`claim_due()`), so it needs no page open, resumes whatever was
 unfinished after a restart, and sees rows that other processes record. Browser sessions read the
 store only, so upstream traffic grows with time, not with the number of people watching.
+
+Several processes (app replicas) may each run a tracker on one database: a tracker claims a
+prediction with a lease in the database before polling it, renews the lease while the poll runs,
+and releases it with the write that stores the answer. So each prediction is polled by one
+tracker at a time, and the predictions of a tracker that died are taken over once its leases
+run out (`lease`, 60 s by default).
+
+When the database is unreachable the tracker keeps looping: it loses nothing (a prediction it
+could not record is kept in memory and recorded when the database is back; a poll whose answer
+could not be written is simply repeated) and doubles nothing (storing outputs is exactly once).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,7 +32,7 @@ from . import errors
 from .client import Client
 from .fetch import FetchError, fetch_output
 from .prediction import SUCCEEDED, Prediction
-from .store import Record, Store
+from .store import DEFAULT_LEASE, HistoryError, Record, Store
 
 log = logging.getLogger("comet.tracker")
 
@@ -48,10 +61,15 @@ class Tracker:
         schedule: Sequence[tuple[float, float]] = DEFAULT_SCHEDULE,
         backoff: tuple[float, float] = DEFAULT_BACKOFF,
         max_sleep: float = 2.0,
+        lease: float = DEFAULT_LEASE,
+        owner: str | None = None,
     ) -> None:
         """`allow_private_downloads` only when the API itself is local (the stand-in); `deadline`
         is how long after creation a prediction may stay unfinished; `max_sleep` bounds the wait
-        between looks at the store, so rows recorded by other processes are picked up."""
+        between looks at the store, so rows recorded by other processes are picked up. `lease`
+        is how long a claim on a prediction lasts without renewal (renewed every third of it
+        while a poll runs), so how soon another process takes over after this one dies; `owner`
+        names this tracker in the leases (default: host, process id and a random part)."""
         self._client = client  # None: only predictions tracked with their own client are polled
         self._clients: dict[str, Client] = {}  # prediction id -> the personal client that made it
         self._store = store
@@ -62,8 +80,12 @@ class Tracker:
         self._schedule = tuple(schedule)
         self._backoff = backoff
         self._max_sleep = max_sleep
+        self._lease = lease
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lock = threading.Lock()
         self._in_flight: set[str] = set()  # ids being polled now: never two polls of one id
+        self._unrecorded: list[tuple[Prediction, str | None]] = []  # track() while the store was down
+        self._renew_at = 0.0
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -89,6 +111,10 @@ class Tracker:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        try:  # hand what this tracker held to the other replicas now, not when the leases end
+            self._store.release_leases(self.owner)
+        except Exception:
+            log.warning("could not release the leases of %s; they run out by themselves", self.owner)
 
     def __enter__(self) -> Tracker:
         return self.start()
@@ -101,13 +127,25 @@ class Tracker:
         self._wake.set()
 
     def track(self, prediction: Prediction, creator: str | None = None, client: Client | None = None) -> None:
-        """Record a prediction and have it followed. `client`: one made with a visitor's own key
-        is polled with that key, held in memory only."""
+        """Record a prediction and have it followed. If the store cannot be reached, it is kept
+        here and recorded as soon as the store is back (an accepted prediction is never lost).
+        `client`: one made with a visitor's own key is polled with that key, held in memory only."""
         if client is not None:
             with self._lock:
                 self._clients[prediction.id] = client
-        self._store.record(prediction, creator=creator)
+        try:
+            self._record(prediction, creator)
+        except HistoryError:
+            log.warning("history unavailable: prediction %s will be recorded when it is back", prediction.id)
+            with self._lock:
+                self._unrecorded.append((prediction, creator))
         self.wake()
+
+    @property
+    def unrecorded(self) -> list[str]:
+        """Ids given to track() that wait for the store to be reachable again."""
+        with self._lock:
+            return [prediction.id for prediction, _ in self._unrecorded]
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -115,27 +153,69 @@ class Tracker:
         while not self._stopping.is_set():
             self._wake.clear()  # before looking, so a wake during the look is not lost
             try:
+                self._record_pending()
+                self._renew_leases()
                 pause = self._dispatch_due()
-            except Exception:  # e.g. the database is briefly unreachable: try again shortly
+            except HistoryError as exc:  # the database is unreachable: try again shortly
+                log.warning("tracker: %s (%s)", exc, exc.detail)
+                pause = self._max_sleep
+            except Exception:
                 log.exception("tracker could not read the store")
                 pause = self._max_sleep
-            self._wake.wait(pause)
+            self._wake.wait(min(pause, self._lease / 3))
+
+    def _record_pending(self) -> None:
+        """Record what track() could not, oldest first."""
+        while True:
+            with self._lock:
+                if not self._unrecorded:
+                    return
+                prediction, creator = self._unrecorded[0]
+            self._record(prediction, creator)  # raises while the store is still down
+            with self._lock:
+                self._unrecorded.pop(0)
+
+    def _record(self, prediction: Prediction, creator: str | None) -> None:
+        self._store.record(prediction, creator=creator)
+        if self._pinned(prediction.id):
+            # Only this process holds the key that can poll it: keep it leased to this tracker
+            # (renewed while the process lives), so no other replica takes it.
+            self._store.hold_lease(self.owner, prediction.id, self._clock() + self._lease)
+
+    def _pinned(self, prediction_id: str) -> bool:
+        with self._lock:
+            return prediction_id in self._clients
+
+    def _renew_leases(self) -> None:
+        """Every third of the lease, extend the claims of the polls still running, and of the
+        predictions only this tracker can poll (made with a personal key it holds)."""
+        now = self._clock()
+        if now < self._renew_at:
+            return
+        with self._lock:
+            busy = self._in_flight | set(self._clients)
+        if busy:
+            lost = busy - self._store.renew_leases(self.owner, busy, now + self._lease)
+            if lost:  # this poll overran its lease: its answer will not be written (fenced)
+                log.warning("tracker %s lost the lease of %s", self.owner, ", ".join(sorted(lost)))
+        self._renew_at = now + self._lease / 3
 
     def _dispatch_due(self) -> float:
-        """Hand due predictions to idle workers; return how long to wait before looking again."""
+        """Claim due predictions for idle workers; return how long to wait before looking again."""
         now = self._clock()
         with self._lock:
             busy = set(self._in_flight)
         free = self._workers - len(busy)
         if free > 0:
-            for record in self._store.due(now, limit=free, exclude=busy):
+            claimed = self._store.claim_due(self.owner, now=now, lease=self._lease, limit=free, exclude=busy)
+            for record in claimed:
                 with self._lock:
                     self._in_flight.add(record.id)
                 busy.add(record.id)
                 self._pool.submit(self._poll_safely, record)
         if len(busy) >= self._workers:
             return self._max_sleep  # a finishing poll wakes the loop
-        next_at = self._store.next_poll_time(exclude=busy)
+        next_at = self._store.next_poll_time(exclude=busy, owner=self.owner)
         if next_at is None:
             return self._max_sleep
         return min(max(next_at - now, 0.0), self._max_sleep)
@@ -143,7 +223,11 @@ class Tracker:
     def _poll_safely(self, record: Record) -> None:
         try:
             self._poll(record)
-        except Exception:  # a bug or a database error must neither kill a worker nor spin on one id
+        except HistoryError as exc:
+            # The answer could not be stored. The lease stays with this tracker, which claims the
+            # prediction again (it is still due) once the database is back, and asks again.
+            log.warning("prediction %s: %s; will poll again", record.id, exc)
+        except Exception:  # a bug must neither kill a worker nor spin on one id
             log.exception("polling prediction %s failed", record.id)
             try:
                 self._retry_later(record, "An internal error interrupted checking; retrying.")
@@ -175,15 +259,15 @@ class Tracker:
         if prediction.status == SUCCEEDED:
             self._save_outputs(record, prediction)
         elif prediction.is_terminal:
-            self._store.update(prediction)
+            self._update(prediction)
             self._forget_client(record.id)
         elif self._past_deadline(record):
             self._give_up(record.id, self._deadline_note, latest=prediction)
         elif not prediction.is_known_status:
             note = f"CometAPI reported an unknown status {prediction.status!r}; still checking."
-            self._store.update(prediction, next_poll_at=self._backoff_time(record), note=note)
+            self._update(prediction, next_poll_at=self._backoff_time(record), note=note)
         else:
-            self._store.update(prediction, next_poll_at=self._clock() + self._interval(record))
+            self._update(prediction, next_poll_at=self._clock() + self._interval(record))
 
     def _save_outputs(self, record: Record, prediction: Prediction) -> None:
         """Download every output now; the prediction stays active until all are stored."""
@@ -197,28 +281,33 @@ class Tracker:
                 self._give_up(record.id, EXPIRED_NOTE, latest=prediction)
             elif exc.retryable:
                 note = f"Could not save the outputs yet ({exc}); trying again."
-                self._store.update(prediction, next_poll_at=self._backoff_time(record), note=note)
+                self._update(prediction, next_poll_at=self._backoff_time(record), note=note)
             else:
                 self._give_up(record.id, f"Could not save the outputs: {exc}", latest=prediction)
             return
-        self._store.update(prediction)  # stays active: no outputs stored yet
-        self._store.save_outputs(record.id, files)
-        log.info("prediction %s: %d output(s) saved", record.id, len(files))
+        if self._store.save_outputs(record.id, files, latest=prediction, owner=self.owner):
+            log.info("prediction %s: %d output(s) saved", record.id, len(files))
+        else:
+            log.info("prediction %s: outputs were already stored; these copies dropped", record.id)
         self._forget_client(record.id)
+
+    def _update(self, prediction: Prediction, **changes: object) -> None:
+        keep = self._pinned(prediction.id)
+        if not self._store.update(prediction, owner=self.owner, keep_lease=keep, **changes):
+            log.info("prediction %s: taken over by another tracker, or ended meanwhile; answer not written",
+                     prediction.id)
 
     def _retry_later(self, record: Record, note: str, retry_after: float | None = None) -> None:
         if self._past_deadline(record):
             self._give_up(record.id, self._deadline_note)
             return
         next_at = max(self._backoff_time(record), self._clock() + (retry_after or 0.0))
-        self._store.mark_poll_failure(record.id, note, next_at)
+        self._store.mark_poll_failure(record.id, note, next_at, owner=self.owner, keep_lease=self._pinned(record.id))
 
     def _give_up(self, prediction_id: str, note: str, *, latest: Prediction | None = None) -> None:
         """Stop tracking and say why, keeping the latest answer if there is one."""
-        if latest is not None:
-            self._store.update(latest)
-        log.info("prediction %s: gave up: %s", prediction_id, note)
-        self._store.give_up(prediction_id, note)
+        if self._store.give_up(prediction_id, note, latest=latest, owner=self.owner):
+            log.info("prediction %s: gave up: %s", prediction_id, note)
         self._forget_client(prediction_id)
 
     def _forget_client(self, prediction_id: str) -> None:

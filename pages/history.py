@@ -2,24 +2,28 @@
 
 import streamlit as st
 
+from comet.store import HistoryUnavailable
 from comet.ui import history_view as view
-from comet.ui.chrome import page_setup
+from comet.ui.chrome import history_unavailable, page_setup
 
 conn = page_setup()
 view.go_to_create_if_asked()
 st.title("History")
 
-if prediction_id := st.query_params.get(view.DETAIL_PARAM):
-    view.detail(conn, prediction_id)
-    st.divider()
+try:  # st.rerun / st.stop are BaseExceptions: they pass through
+    if prediction_id := st.query_params.get(view.DETAIL_PARAM):
+        view.detail(conn, prediction_id)
+        st.divider()
 
-view.watcher(conn)
-chosen = view.filters(conn)
-selected = view.table(conn, chosen)
-if view.selection_changed(selected) and len(selected) == 1:
-    st.query_params[view.DETAIL_PARAM] = selected[0]
-    st.rerun()
-view.exports(conn, chosen, selected)
+    view.watcher(conn)
+    chosen = view.filters(conn)
+    selected = view.table(conn, chosen)
+    if view.selection_changed(selected) and len(selected) == 1:
+        st.query_params[view.DETAIL_PARAM] = selected[0]
+        st.rerun()
+    view.exports(conn, chosen, selected)
+except HistoryUnavailable as exc:
+    history_unavailable(exc, conn.store)
 
 with st.expander("Track an existing prediction", icon=":material/add_link:"):
     st.caption("Paste the id of a prediction created elsewhere with this key (a script, a teammate) "

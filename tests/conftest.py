@@ -76,3 +76,24 @@ def sent_body(at: AppTest) -> dict:
         if block.language == "json":
             return json.loads(block.value)
     raise AssertionError("no JSON request preview on the page")
+
+
+# ---- history backends: the store and tracker tests run on SQLite and on PostgreSQL ---------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """A new, empty history database on each backend (tests/backends.py)."""
+    from backends import fresh_database
+
+    with fresh_database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(tmp_path):
+    """A new, empty PostgreSQL history database, for what only a server can show."""
+    from backends import fresh_database
+
+    with fresh_database("postgresql", tmp_path) as url:
+        yield url

@@ -1,21 +1,30 @@
-"""History keeps every prediction and its images: nothing lost, nothing doubled, quick to page."""
+"""History keeps every prediction and its images: nothing lost, nothing doubled, quick to page.
+
+Every test here runs twice, on an SQLite file and on PostgreSQL (the `database_url` fixture,
+tests/backends.py), since the same store code serves both."""
 
 from __future__ import annotations
 
 import base64
 import io
+import os
 import sqlite3
+import sys
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import sqlalchemy as sa
 from PIL import Image
 from sqlalchemy.exc import IntegrityError
 
 from comet.config import Settings
 from comet.fetch import StoredFile
 from comet.prediction import Prediction
-from comet.store import PAGE_COLUMNS, Store
+from comet.store import (PAGE_COLUMNS, SCHEMA_VERSION, HistoryError, Store, meta, metadata, outputs,
+                         predictions)
+from comet.store import database_url as resolved_url
 from conftest import KEY
 
 SCHNELL, DEV = "black-forest-labs/flux-schnell", "black-forest-labs/flux-dev"
@@ -40,15 +49,18 @@ def image(size: tuple[int, int] = (512, 320), fmt: str = "PNG") -> bytes:
 
 
 @pytest.fixture
-def db_path(tmp_path):
-    return tmp_path / "history.sqlite"
-
-
-@pytest.fixture
-def store(db_path):
-    history = Store(f"sqlite:///{db_path}")
+def store(database_url):
+    history = Store(database_url)
     yield history
     history.close()
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def sqlite_path(url: str) -> str:
+    return sa.make_url(url).database
 
 
 def test_a_prediction_is_remembered_from_its_id_to_its_saved_images(store):
@@ -219,20 +231,99 @@ def test_the_poll_queue_holds_what_is_due_and_forgets_what_ended(store):
     assert store.get(pid(2)).poll_failures == 0 and store.get(pid(2)).note is None
 
 
-def test_reopening_the_file_keeps_the_history_and_its_schema_version(db_path):
-    first = Store(f"sqlite:///{db_path}")
+def test_reopening_the_database_keeps_the_history_and_its_schema_version(database_url):
+    first = Store(database_url)
     first.record(prediction(1))
     first.close()
 
-    again = Store(f"sqlite:///{db_path}")
-    assert again.get(pid(1)).prompt == "a cat" and again.schema_version == 1
+    again = Store(database_url)
+    assert again.get(pid(1)).prompt == "a cat" and again.schema_version == SCHEMA_VERSION == 2
     again.close()
-    with sqlite3.connect(db_path) as conn:
-        assert conn.execute("select value from meta where key = 'schema_version'").fetchone() == ("1",)
-        assert conn.execute("pragma journal_mode").fetchone() == ("wal",)
-        conn.execute("update meta set value = '2' where key = 'schema_version'")
+    engine = sa.create_engine(database_url)
+    with engine.begin() as conn:
+        assert conn.scalar(sa.select(meta.c.value).where(meta.c.key == "schema_version")) == "2"
+        if is_sqlite(database_url):
+            assert conn.exec_driver_sql("pragma journal_mode").fetchone() == ("wal",)
+        conn.execute(sa.update(meta).values(value="3"))
+    engine.dispose()
     with pytest.raises(RuntimeError, match="newer release"):
-        Store(f"sqlite:///{db_path}")
+        Store(database_url)
+
+
+# What schema 1 (the first release) wrote into a new SQLite file, exactly (from sqlite_master).
+V1_SQLITE_SCHEMA = """
+CREATE TABLE meta ("key" VARCHAR(64) NOT NULL, value TEXT NOT NULL, PRIMARY KEY ("key"));
+CREATE TABLE predictions (
+    id VARCHAR(64) NOT NULL, model VARCHAR(200) NOT NULL, status VARCHAR(32) NOT NULL,
+    input TEXT NOT NULL, prompt TEXT NOT NULL, error TEXT, logs_tail TEXT NOT NULL,
+    created_at FLOAT NOT NULL, started_at FLOAT, completed_at FLOAT, run_time FLOAT,
+    creator VARCHAR(200), recorded_at FLOAT NOT NULL, updated_at FLOAT NOT NULL,
+    last_polled_at FLOAT, next_poll_at FLOAT, poll_failures INTEGER NOT NULL,
+    tracking VARCHAR(16) NOT NULL, note TEXT, output_urls TEXT NOT NULL,
+    data_removed BOOLEAN NOT NULL, output_count INTEGER NOT NULL, PRIMARY KEY (id)
+);
+CREATE INDEX ix_predictions_created ON predictions (created_at DESC, id DESC);
+CREATE INDEX ix_predictions_creator ON predictions (creator, created_at, id);
+CREATE INDEX ix_predictions_model ON predictions (model, created_at, id);
+CREATE INDEX ix_predictions_status ON predictions (status, created_at, id);
+CREATE INDEX ix_predictions_tracking ON predictions (tracking, next_poll_at);
+CREATE TABLE outputs (
+    prediction_id VARCHAR(64) NOT NULL, idx INTEGER NOT NULL, content_type VARCHAR(100) NOT NULL,
+    size INTEGER NOT NULL, data BLOB NOT NULL, thumbnail BLOB, source_url TEXT NOT NULL,
+    PRIMARY KEY (prediction_id, idx),
+    FOREIGN KEY(prediction_id) REFERENCES predictions (id) ON DELETE CASCADE
+);
+INSERT INTO meta VALUES ('schema_version', '1');
+INSERT INTO predictions VALUES ('p0000000000000000000000001', 'black-forest-labs/flux-schnell', 'succeeded',
+    '{"prompt": "kept from v1"}', 'kept from v1', NULL, '', 1767225660.0, 1767225661.0, 1767225664.0, 3.0,
+    'ana', 1767225660.5, 1767225665.0, 1767225665.0, 1767225665.0, 0, 'done', NULL, '["https://x/0.png"]',
+    0, 1);
+INSERT INTO predictions VALUES ('p0000000000000000000000002', 'black-forest-labs/flux-dev', 'processing',
+    '{"prompt": "still running in v1"}', 'still running in v1', NULL, '', 1767225720.0, NULL, NULL, NULL,
+    NULL, 1767225720.5, 1767225721.0, 1767225721.0, 1767225722.0, 0, 'active', NULL, '[]', 0, 0);
+INSERT INTO outputs VALUES ('p0000000000000000000000001', 0, 'image/png', 3, X'010203', NULL, 'https://x/0.png');
+"""
+
+
+def test_an_sqlite_file_written_by_the_first_release_is_migrated_and_kept(tmp_path):
+    path = tmp_path / "history.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(V1_SQLITE_SCHEMA)
+
+    history = Store(f"sqlite:///{path}")
+
+    assert history.schema_version == 2
+    kept = history.get(pid(1))
+    assert (kept.prompt, kept.creator, kept.output_count, kept.lease_owner) == ("kept from v1", "ana", 1, None)
+    assert history.output_bytes(pid(1), 0) == ("image/png", b"\x01\x02\x03")
+    assert [r.id for r in history.claim_due("tracker-a", now=2e9)] == [pid(2)], "the unfinished one resumes"
+    history.close()
+    with sqlite3.connect(path) as conn:
+        columns = {row[1] for row in conn.execute("pragma table_info(predictions)")}
+        assert {"lease_owner", "lease_until"} <= columns
+        assert conn.execute("select value from meta").fetchall() == [("2",)]
+
+
+def test_a_version_1_database_on_either_backend_gains_the_lease_columns(database_url):
+    engine = sa.create_engine(database_url)
+    with engine.begin() as conn:  # schema 1: today's tables without the lease columns
+        metadata.create_all(conn)
+        conn.exec_driver_sql("ALTER TABLE predictions DROP COLUMN lease_owner")
+        conn.exec_driver_sql("ALTER TABLE predictions DROP COLUMN lease_until")
+        conn.execute(sa.insert(meta).values(key="schema_version", value="1"))
+        conn.execute(sa.insert(predictions).values(
+            id=pid(1), model=SCHNELL, status="starting", input="{}", prompt="from v1", logs_tail="",
+            created_at=1.0, recorded_at=1.0, updated_at=1.0, next_poll_at=1.0, poll_failures=0,
+            tracking="active", output_urls="[]", data_removed=False, output_count=0))
+    engine.dispose()
+
+    first, second = Store(database_url), Store(database_url)  # a second open finds nothing to do
+
+    assert first.schema_version == second.schema_version == 2
+    assert first.get(pid(1)).prompt == "from v1" and first.get(pid(1)).lease_until is None
+    assert [r.lease_owner for r in second.claim_due("tracker-a")] == ["tracker-a"]
+    first.close()
+    second.close()
 
 
 def test_demo_and_real_history_live_in_separate_files(tmp_path):
@@ -246,7 +337,7 @@ def test_demo_and_real_history_live_in_separate_files(tmp_path):
     real.close()
 
 
-def test_neither_the_export_nor_the_database_file_holds_the_key(client, store, db_path):
+def test_neither_the_export_nor_the_database_holds_the_key(client, store, database_url):
     made = client.create(SCHNELL, {"prompt": "a quiet harbour", "seed": 3})
     store.record(made, creator="ana")
     store.update(client.wait(made.id, timeout=10))
@@ -256,17 +347,24 @@ def test_neither_the_export_nor_the_database_file_holds_the_key(client, store, d
 
     assert list(rows["id"]) == [made.id] and rows["input"][0] == '{"prompt": "a quiet harbour", "seed": 3}'
     assert KEY not in csv and "Bearer" not in csv and "authorization" not in csv.lower()
-    files = [db_path, db_path.with_name(db_path.name + "-wal")]
-    assert not any(KEY.encode() in path.read_bytes() for path in files if path.exists())
+    engine = sa.create_engine(database_url)
+    with engine.connect() as conn:
+        stored = [repr(tuple(row)) for table in (meta, predictions, outputs) for row in conn.execute(sa.select(table))]
+    engine.dispose()
+    assert stored and not any(KEY in row for row in stored)
+    if is_sqlite(database_url):
+        path = sqlite_path(database_url)
+        files = [path, path + "-wal"]
+        assert not any(KEY.encode() in open(name, "rb").read() for name in files if os.path.exists(name))
 
 
-def test_several_processes_opening_a_new_file_at_once_share_one_history(db_path):
+def test_several_stores_opening_a_new_database_at_once_share_one_history(database_url):
     barrier = threading.Barrier(8)
     opened: list[Store] = []
 
     def open_store() -> None:
         barrier.wait()
-        opened.append(Store(f"sqlite:///{db_path}"))
+        opened.append(Store(database_url))
 
     threads = [threading.Thread(target=open_store) for _ in range(8)]
     for thread in threads:
@@ -276,6 +374,155 @@ def test_several_processes_opening_a_new_file_at_once_share_one_history(db_path)
 
     assert len(opened) == 8
     opened[0].record(prediction(1))
-    assert all(history.count() == 1 and history.schema_version == 1 for history in opened)
+    assert all(history.count() == 1 and history.schema_version == 2 for history in opened)
     for history in opened:
         history.close()
+
+
+# ---- several trackers on one database: leases ----------------------------------------------------
+
+
+def test_a_claimed_prediction_is_nobody_elses_until_its_lease_lapses(store):
+    store.record(prediction(1))
+    now = time.time()
+
+    [claimed] = store.claim_due("tracker-a", now=now, lease=10)
+
+    assert (claimed.id, claimed.lease_owner) == (pid(1), "tracker-a")
+    assert claimed.lease_until.timestamp() == pytest.approx(now + 10)
+    assert store.claim_due("tracker-b", now=now + 5) == [] and store.due(now + 5) == []
+    assert store.next_poll_time(owner="tracker-b") == pytest.approx(now + 10), "b waits for the lease"
+    assert store.renew_leases("tracker-a", [pid(1)], until=now + 20) == {pid(1)}
+    assert store.claim_due("tracker-b", now=now + 15) == [], "renewed"
+
+    # a stops renewing (it died, or hangs): b takes over once the lease has run out
+    [taken] = store.claim_due("tracker-b", now=now + 21, lease=10)
+    assert taken.lease_owner == "tracker-b"
+    assert store.renew_leases("tracker-a", [pid(1)], until=now + 40) == set()
+
+    # a's late answer is not written over b's; b's is, and frees the prediction
+    assert not store.update(prediction(1, status="failed", error="stale"), owner="tracker-a")
+    assert not store.mark_poll_failure(pid(1), "stale", next_poll_at=0, owner="tracker-a")
+    assert not store.give_up(pid(1), "stale", owner="tracker-a")
+    assert store.get(pid(1)).status == "starting" and store.get(pid(1)).tracking == "active"
+    assert store.update(prediction(1, status="processing"), next_poll_at=now + 22, owner="tracker-b")
+    record = store.get(pid(1))
+    assert (record.status, record.lease_owner, record.lease_until) == ("processing", None, None)
+    assert [r.id for r in store.claim_due("tracker-a", now=now + 22)] == [pid(1)]
+
+
+def test_a_cancel_from_the_page_is_not_undone_by_the_poll_that_was_running(store):
+    store.record(prediction(1, status="processing"))
+    store.claim_due("tracker-a")
+
+    store.update(prediction(1, status="canceled"))  # the Cancel button: no lease needed
+
+    assert not store.update(prediction(1, status="processing"), next_poll_at=0, owner="tracker-a")
+    assert (store.get(pid(1)).status, store.get(pid(1)).tracking) == ("canceled", "done")
+
+
+def test_a_stopping_tracker_hands_its_claims_back_at_once(store):
+    for n in (1, 2, 3):
+        store.record(prediction(n))
+    assert len(store.claim_due("tracker-a", limit=2)) == 2
+
+    assert store.release_leases("tracker-a") == 2
+
+    assert {r.id for r in store.claim_due("tracker-b")} == {pid(1), pid(2), pid(3)}
+
+
+def test_four_trackers_claiming_at_once_never_get_the_same_prediction(database_url):
+    stores = [Store(database_url) for _ in range(4)]  # one per process, as replicas have
+    for n in range(80):
+        stores[0].record(prediction(n))
+    barrier = threading.Barrier(4)
+    claimed: dict[int, list[str]] = {}
+    failures: list[BaseException] = []
+
+    def tracker(k: int) -> None:
+        mine: list[str] = []
+        try:
+            barrier.wait()
+            while batch := stores[k].claim_due(f"tracker-{k}", limit=3, exclude=mine):
+                mine += [record.id for record in batch]
+        except BaseException as exc:
+            failures.append(exc)
+        claimed[k] = mine
+
+    threads = [threading.Thread(target=tracker, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    everything = [pid_ for mine in claimed.values() for pid_ in mine]
+    assert failures == []
+    assert sorted(everything) == sorted(pid(n) for n in range(80)), "each one claimed exactly once"
+    assert sum(1 for mine in claimed.values() if mine) >= 2, "the work was shared"
+    for k, mine in claimed.items():
+        assert {stores[0].get(i).lease_owner for i in mine} <= {f"tracker-{k}"}
+    for history in stores:
+        history.close()
+
+
+def test_outputs_are_stored_exactly_once_when_two_trackers_race(database_url):
+    first, second = Store(database_url), Store(database_url)
+    first.record(prediction(1, status="succeeded"))
+    files = {
+        "a": [StoredFile("image/png", image((64, 64)), "https://x/0.png")],
+        "b": [StoredFile("image/png", image((32, 32)), "https://x/0.png")],
+    }
+    barrier = threading.Barrier(2)
+    stored: dict[str, bool] = {}
+
+    def save(history: Store, who: str) -> None:
+        barrier.wait()
+        stored[who] = history.save_outputs(pid(1), files[who], owner=f"tracker-{who}")
+
+    threads = [threading.Thread(target=save, args=pair) for pair in ((first, "a"), (second, "b"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(stored.values()) == [False, True], "one of them stored, the other found it done"
+    winner = "a" if stored["a"] else "b"
+    record = first.get(pid(1))
+    assert (record.tracking, record.output_count, len(record.outputs)) == ("done", 1, 1)
+    assert first.output_bytes(pid(1), 0) == ("image/png", files[winner][0].data)
+    assert not first.save_outputs(pid(1), files["a"]), "and again later: still exactly once"
+    assert first.get(pid(1)).output_count == 1
+    first.close()
+    second.close()
+
+
+# ---- configuration ---------------------------------------------------------------------------------
+
+
+def test_a_hosted_postgresql_url_is_used_as_the_provider_gives_it():
+    for given in ("postgres://ana:pw@db.example.com:5432/history?sslmode=require",
+                  "postgresql://ana:pw@db.example.com:5432/history?sslmode=require"):
+        url = resolved_url(given)
+        assert url.drivername == "postgresql+psycopg"
+        assert (url.host, url.database, url.query["sslmode"], url.password) == (
+            "db.example.com", "history", "require", "pw")
+    assert resolved_url("sqlite:///x.sqlite").drivername == "sqlite"
+
+
+def test_postgresql_without_its_driver_says_what_to_add(monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if psycopg were not installed
+
+    with pytest.raises(HistoryError, match=r"add psycopg\[binary\] to requirements.txt"):
+        Store("postgresql://ana:secret@db.example.com/history")
+
+
+def test_the_database_url_setting_puts_the_history_there(database_url, tmp_path):
+    history = Store.for_settings(Settings.from_sources({"COMET_DATABASE_URL": database_url},
+                                                       {"COMET_DATA_DIR": str(tmp_path / "data")}))
+    history.record(prediction(1))
+    history.close()
+
+    again = Store(database_url)
+    assert again.count() == 1
+    assert not (tmp_path / "data").exists(), "no SQLite file beside it"
+    again.close()

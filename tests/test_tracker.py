@@ -1,5 +1,8 @@
 """The tracker finishes every prediction and keeps its images, with no page open, through restarts,
-faults and expiring URLs; and it is the only thing that asks CometAPI for a status."""
+faults and expiring URLs; and it is the only thing that asks CometAPI for a status. With several
+trackers on one database (app replicas) each prediction is polled by one of them at a time.
+
+Every test runs on an SQLite file and on PostgreSQL (the `database_url` fixture)."""
 
 from __future__ import annotations
 
@@ -25,8 +28,8 @@ FAST = {"schedule": ((math.inf, 0.05),), "backoff": (0.05, 0.2), "max_sleep": 0.
 
 
 @pytest.fixture
-def store(tmp_path):
-    history = Store(f"sqlite:///{tmp_path / 'history.sqlite'}")
+def store(database_url):
+    history = Store(database_url)
     yield history
     history.close()
 
@@ -95,9 +98,9 @@ def test_outputs_that_expired_before_anyone_saved_them_are_reported(sim, client,
     assert "expired before they could be saved" in record.note
 
 
-def test_a_restarted_tracker_resumes_and_finishes_what_was_unfinished(sim, client, tmp_path):
+def test_a_restarted_tracker_resumes_and_finishes_what_was_unfinished(sim, client, database_url):
     sim.configure(run_time=1.0)
-    path = f"sqlite:///{tmp_path / 'history.sqlite'}"
+    path = database_url
     before = Store(path)
     first = Tracker(client, before, allow_private_downloads=True, **FAST).start()
     polled = client.create(SCHNELL, {"prompt": "polled before the restart"})
@@ -240,3 +243,111 @@ def test_only_the_tracker_polls_however_many_people_watch(sim, client, store, tr
     polls = len(api_requests(sim, "GET", created.id))
     assert len(reads) > 100
     assert 5 <= polls <= elapsed / 0.05 + 3, "about one poll per interval, whatever the readers do"
+
+
+# ---- several trackers on one database ------------------------------------------------------------
+
+
+class LoggedTracker(Tracker):
+    """A tracker that notes when each of its polls starts and ends (on the shared list `log`)."""
+
+    def __init__(self, *args, log: list, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._log = log
+
+    def _poll(self, record: Record) -> None:
+        self._log.append((record.id, self.owner, "start", time.monotonic()))
+        try:
+            time.sleep(0.02)  # a slower poll makes an overlap, if there were one, easy to see
+            super()._poll(record)
+        finally:
+            self._log.append((record.id, self.owner, "end", time.monotonic()))
+
+
+def overlapping_polls(log: list) -> list[str]:
+    """Ids polled by two trackers at overlapping times."""
+    spans: dict[str, list[tuple[float, float, str]]] = {}
+    open_: dict[tuple[str, str], float] = {}
+    for pid_, owner, event, moment in sorted(log, key=lambda entry: entry[3]):
+        if event == "start":
+            open_[(pid_, owner)] = moment
+        else:
+            spans.setdefault(pid_, []).append((open_.pop((pid_, owner)), moment, owner))
+    clashes = []
+    for pid_, polls in spans.items():
+        polls.sort()
+        clashes += [pid_ for (_, end, _), (start, _, _) in zip(polls, polls[1:]) if start < end]
+    return clashes
+
+
+def test_two_trackers_on_one_database_share_the_work_and_never_poll_one_id_together(sim, client, database_url):
+    sim.configure(run_time=0.6)
+    stores = [Store(database_url), Store(database_url)]  # two app processes, each with its own
+    log: list = []
+    made = [client.create(SCHNELL, {"prompt": f"shared work {n}"}) for n in range(16)]
+    for prediction in made:
+        stores[0].record(prediction)
+
+    trackers = [LoggedTracker(client, history, allow_private_downloads=True, workers=3, log=log, **FAST)
+                for history in stores]
+    for tracker in trackers:
+        tracker.start()
+    records = [settled(stores[0], p.id, timeout=20) for p in made]
+    for tracker in trackers:
+        tracker.stop()
+
+    assert [(r.status, r.tracking, r.output_count, r.lease_owner) for r in records] == [
+        ("succeeded", "done", 1, None)] * 16
+    assert {owner for _, owner, _, _ in log} == {t.owner for t in trackers}, "both took part"
+    assert overlapping_polls(log) == []
+    downloads = [r["path"].split("/")[2] for r in sim.requests if r["path"].startswith("/files/")]
+    assert sorted(downloads) == sorted(p.id for p in made), "each output downloaded once"
+    for history in stores:
+        history.close()
+
+
+def test_the_predictions_of_a_tracker_that_died_are_taken_over_when_its_lease_runs_out(sim, client, store):
+    created = client.create(SCHNELL, {"prompt": "left behind"})
+    store.record(created)
+    [claimed] = store.claim_due("replica-that-died", lease=0.8)  # then the process was killed
+    lapsed = claimed.lease_until.timestamp()
+
+    with Tracker(client, store, allow_private_downloads=True, lease=5, **FAST) as tracker:
+        record = settled(store, created.id)
+
+    assert (record.status, record.tracking, record.output_count) == ("succeeded", "done", 1)
+    polls = api_requests(sim, "GET", created.id)
+    assert polls and polls[0]["time"] >= lapsed, "not before the dead tracker's lease ran out"
+    assert tracker.owner != "replica-that-died"
+
+
+def test_a_stopped_tracker_releases_what_it_held(sim, client, store):
+    created = client.create(SCHNELL, {"prompt": "[sim:slow] handed over"})
+    tracker = Tracker(client, store, allow_private_downloads=True, lease=60, **FAST).start()
+    tracker.track(created)
+    wait_until(lambda: store.get(created.id).last_polled_at)
+
+    tracker.stop()
+
+    assert store.get(created.id).lease_owner is None
+    next_poll = store.get(created.id).next_poll_at.timestamp() + 0.001  # datetimes keep microseconds
+    assert [r.id for r in store.claim_due("the-next-replica", now=next_poll)] == [created.id], "no 60 s wait"
+
+
+def test_a_prediction_made_with_a_personal_key_is_polled_only_by_the_replica_holding_that_key(database_url):
+    with Sim(key="a-visitors-own-key", start_delay=0.05, run_time=1.0) as strict:
+        personal = Client(strict.url, "a-visitors-own-key")
+        created = personal.create(SCHNELL, {"prompt": "made with my own key"})
+        stores = [Store(database_url), Store(database_url)]
+        # Two replicas without a server key: only the one given the personal client can poll it.
+        holder, other = (Tracker(None, history, allow_private_downloads=True, **FAST) for history in stores)
+        with holder, other:
+            holder.track(created, client=personal)
+            record = settled(stores[0], created.id)
+        polls = api_requests(strict, "GET", created.id)
+
+    assert (record.status, record.tracking, record.output_count, record.note) == ("succeeded", "done", 1, None)
+    assert polls and all(r["headers"].get("authorization") == "Bearer a-visitors-own-key" for r in polls)
+    for history in stores:
+        history.close()
+    personal.close()

@@ -16,7 +16,7 @@ import streamlit as st
 
 from comet import catalog, errors
 from comet.prediction import seed_of
-from comet.store import Record
+from comet.store import HistoryUnavailable, Record
 from comet.ui.context import Connection
 from comet.ui.safe import plain
 
@@ -77,7 +77,11 @@ def _live(record: Record) -> bool:
 
 
 def _card_body(conn: Connection, prediction_id: str, key: str, on_reuse, was_running: bool) -> None:
-    record = conn.store.get(prediction_id)
+    try:
+        record = conn.store.get(prediction_id)
+    except HistoryUnavailable:  # the next tick tries again
+        st.caption(":material/cloud_off: History unavailable, retrying…")
+        return
     if record is None:
         st.warning(f"Prediction `{prediction_id}` is not in this dashboard's history.")
         return

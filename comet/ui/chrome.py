@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import NoReturn
+
 import streamlit as st
+
+from comet.store import HistoryError, HistoryUnavailable, Store
 
 from comet.ui.access import account_box, open_to_anyone_warning, require_access
 from comet.ui.context import Connection, connection, settings
 from comet.ui.own_key import own_key_box
 from comet.ui.safe import plain
 
+RETRY_SECONDS = 5.0
+_RETRY_TICKS = "history.retry_ticks"
 DEMO_NOTICE = (
     "**Demo mode**: a local stand-in of CometAPI answers and synthesizes the images on this "
     "machine; nothing is sent to CometAPI. To go live, set `COMETAPI_KEY` in the app's secrets "
@@ -20,7 +27,13 @@ def page_setup() -> Connection:
     """The first call of every page: badge, demo notice, and the shared connection."""
     through_app_navigation()
     require_access()
-    conn = connection()
+    try:
+        conn = connection()
+    except HistoryUnavailable as exc:
+        history_unavailable(exc)
+    except HistoryError as exc:  # e.g. a PostgreSQL URL without its driver installed
+        st.error(plain(exc.message), icon=":material/database:")
+        st.stop()
     with st.sidebar:
         account_box()
         if conn.demo:
@@ -54,6 +67,27 @@ def through_app_navigation() -> None:
     if getattr(PagesManager, "uses_pages_directory", False) and not config.get_option("global.appTest"):
         PagesManager.uses_pages_directory = False
         st.rerun()
+
+
+def history_unavailable(exc: HistoryUnavailable, store: Store | None = None) -> NoReturn:
+    """The database cannot be reached: say so, keep checking, and come back by itself."""
+    st.warning(
+        "**History is unavailable, retrying…** The history database cannot be reached right now (a "
+        "restart or a network problem). Running predictions are still followed and appear here once "
+        "it is back; nothing is lost.",
+        icon=":material/cloud_off:",
+    )
+    st.session_state[_RETRY_TICKS] = 0  # this run's own call of the fragment checks nothing
+    st.fragment(_retry, run_every=RETRY_SECONDS)(store)
+    st.stop()
+
+
+def _retry(store: Store | None) -> None:
+    ticks = st.session_state.get(_RETRY_TICKS, 0)
+    st.session_state[_RETRY_TICKS] = ticks + 1
+    if ticks and (store is None or store.available()):
+        st.rerun(scope="app")
+    st.caption(f"Last checked {datetime.now():%H:%M:%S} · again every {RETRY_SECONDS:g} s")
 
 
 def problem_list(title: str, items: list[str], *, error: bool) -> None:

@@ -16,7 +16,7 @@ import streamlit as st
 
 from comet import errors
 from comet.prediction import KNOWN_STATUSES, is_valid_id
-from comet.store import Record
+from comet.store import HistoryUnavailable, Record
 from comet.ui import card, form
 from comet.ui.context import Connection, current_user
 from comet.ui.safe import plain
@@ -72,7 +72,11 @@ def watcher(conn: Connection) -> None:
 
 
 def _watch(conn: Connection, before: dict[str, str]) -> None:
-    now = conn.store.unfinished_statuses()
+    try:
+        now = conn.store.unfinished_statuses()
+    except HistoryUnavailable:
+        st.caption(":material/cloud_off: History unavailable, retrying…")
+        return
     if now != before:
         st.rerun()
     if now:
