@@ -8,22 +8,14 @@ import json
 
 import pytest
 from PIL import Image
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from apphost import AppServer, launch_chromium, wait_until_idle
+from apphost import AppServer, wait_until_idle
 from comet.sim import Sim
 
 pytestmark = pytest.mark.e2e
 KEY = "sk-e2e-not-a-real-key-000000000000"
 IMAGE_TIMEOUT = 30_000
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

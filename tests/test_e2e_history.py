@@ -7,23 +7,15 @@ from __future__ import annotations
 import time
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from apphost import AppServer, launch_chromium, wait_until_idle
+from apphost import AppServer, wait_until_idle
 from comet.sim import Sim
 
 pytestmark = pytest.mark.e2e
 
 KEY = "sk-e2e-0123456789abcdefghij"
 PROMPT = "a lighthouse in fog"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -24,23 +24,13 @@ from comet.prediction import TERMINAL
 from comet.store import Store, predictions
 from comet.tracker import Tracker
 from comet.ui import history_view as view
-from conftest import KEY, api_requests, open_app
+from conftest import KEY, api_requests, open_app, wait_until
 
 SCHNELL, DEV = "black-forest-labs/flux-schnell", "black-forest-labs/flux-dev"
 HISTORY = "pages/history.py"
 # The tracker's production schedule, scaled down so filling the history takes a moment.
 FAST = {"schedule": ((math.inf, 0.05),), "backoff": (0.05, 0.2), "max_sleep": 0.1}
 
-
-def wait_until(condition, timeout: float = 15.0, pause: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s")
-        time.sleep(pause)
 
 
 class History:

@@ -14,18 +14,11 @@ import sqlalchemy as sa
 from backends import cut_connections, postgres_ctl
 from comet.store import HistoryUnavailable, Store, outputs
 from comet.tracker import Tracker
+from conftest import wait_until
 
 SCHNELL = "black-forest-labs/flux-schnell"
 FAST = {"schedule": ((math.inf, 0.05),), "backoff": (0.05, 0.2), "max_sleep": 0.1, "lease": 2.0}
 
-
-def wait_until(condition, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not true within {timeout} s")
 
 
 def all_settled(store: Store, ids: list[str]):

@@ -18,7 +18,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from comet.store import Store, outputs
-from conftest import KEY
+from conftest import KEY, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).with_name("replica_worker.py")
@@ -36,14 +36,6 @@ def read_log(path: Path) -> list[dict]:
     lines = path.read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines if line.endswith("}")]  # a killed writer may leave half a line
 
-
-def wait_until(condition, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not true within {timeout} s")
 
 
 def poll_spans(entries: list[dict], cut_at: float) -> list[tuple[str, str, float, float]]:

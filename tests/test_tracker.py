@@ -20,7 +20,7 @@ from comet.prediction import Prediction
 from comet.sim import Sim
 from comet.store import Record, Store
 from comet.tracker import Tracker
-from conftest import KEY, api_requests
+from conftest import KEY, api_requests, wait_until
 
 SCHNELL = "black-forest-labs/flux-schnell"
 # The production schedule (1 s, then slower; 2 s backoff) scaled down so the suite stays quick.
@@ -39,15 +39,6 @@ def tracker(client, store):
     with Tracker(client, store, allow_private_downloads=True, **FAST) as running:
         yield running
 
-
-def wait_until(condition, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"not true within {timeout} s")
 
 
 def settled(store: Store, prediction_id: str, timeout: float = 10.0) -> Record:

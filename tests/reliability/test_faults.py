@@ -18,19 +18,11 @@ from comet.prediction import Prediction
 from comet.sim import Sim
 from comet.store import Store
 from comet.tracker import Tracker
-from conftest import FAST_RETRY, KEY
+from conftest import FAST_RETRY, KEY, wait_until
 
 SCHNELL = "black-forest-labs/flux-schnell"
 FAST = {"schedule": ((math.inf, 0.05),), "backoff": (0.05, 0.3), "max_sleep": 0.1}
 
-
-def wait_for(condition, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError("not within the time limit")
-        time.sleep(0.05)
-    return value
 
 
 @pytest.fixture
@@ -72,7 +64,7 @@ def test_a_status_poll_fault_delays_but_never_loses_a_prediction(rig, kind, time
     prediction = client.create(SCHNELL, {"prompt": f"survive {kind}"})
     sim.add_fault(route="get", kind=kind, times=times, **extra)
     tracker.track(prediction)
-    record = wait_for(lambda: finished(store, prediction.id))
+    record = wait_until(lambda: finished(store, prediction.id))
     assert record.status == "succeeded" and record.tracking == "done"
     assert len(record.outputs) == 1 and store.output_bytes(prediction.id, 0)[1]
 
@@ -83,7 +75,7 @@ def test_every_output_shape_is_stored(rig, style, count):
     sim.output_style = style
     prediction = client.create(SCHNELL, {"prompt": f"shape {style}"})
     tracker.track(prediction)
-    record = wait_for(lambda: finished(store, prediction.id))
+    record = wait_until(lambda: finished(store, prediction.id))
     assert record.status == "succeeded" and len(record.outputs) == count
 
 
@@ -92,10 +84,10 @@ def test_outputs_that_expired_before_saving_are_reported_not_retried_forever(rig
     sim.expire = 0.0
     tracker.stop()  # nobody watches while the files expire
     prediction = client.create(SCHNELL, {"prompt": "too late"})
-    wait_for(lambda: client.get(prediction.id).data_removed)
+    wait_until(lambda: client.get(prediction.id).data_removed)
     store.record(prediction)
     tracker.start()
-    record = wait_for(lambda: finished(store, prediction.id))
+    record = wait_until(lambda: finished(store, prediction.id))
     assert record.tracking == "gave_up" and "expired" in (record.note or "")
 
 
@@ -141,7 +133,7 @@ def test_killing_the_app_mid_poll_loses_nothing_after_a_restart(tmp_path):
             store = Store.for_settings(Settings.from_sources({"COMETAPI_KEY": KEY}, {"COMET_DATA_DIR": str(tmp_path)}))
             # The tracker starts with the first session; a health check alone does not run the app.
             page.goto(f"{app.url}/history?id={prediction_id}")
-            record = wait_for(lambda: finished(store, prediction_id), timeout=40)
+            record = wait_until(lambda: finished(store, prediction_id), timeout=40)
             assert record.status == "succeeded" and record.outputs
             store.close()
         finally:
