@@ -84,6 +84,7 @@ class Tracker:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lock = threading.Lock()
         self._in_flight: set[str] = set()  # ids being polled now: never two polls of one id
+        self._poll_done = threading.Condition(self._lock)
         self._unrecorded: list[tuple[Prediction, str | None]] = []  # track() while the store was down
         self._renew_at = 0.0
         self._wake = threading.Event()
@@ -101,16 +102,23 @@ class Tracker:
             self._thread.start()
         return self
 
-    def stop(self) -> None:
-        """Stop polling; returns once no poll is running any more (nothing writes after it)."""
+    def stop(self, grace: float = 2.0) -> None:
+        """Stop polling. Polls still running are given `grace` seconds to finish; one that takes
+        longer (a hanging upstream, retries against a dead one) is left behind rather than holding
+        up a shutdown or a cache clear: the leases are released below, so whatever it would write
+        is fenced off (`Store.update` needs the lease) and the next tracker asks again."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+        with self._lock:
+            if not self._poll_done.wait_for(lambda: not self._in_flight, timeout=grace):
+                log.info("tracker %s stopped with %d poll(s) still running; their answers will not be written",
+                         self.owner, len(self._in_flight))
         try:  # hand what this tracker held to the other replicas now, not when the leases end
             self._store.release_leases(self.owner)
         except Exception:
@@ -236,6 +244,7 @@ class Tracker:
         finally:
             with self._lock:
                 self._in_flight.discard(record.id)
+                self._poll_done.notify_all()
             self._wake.set()
 
     # ---- one poll -------------------------------------------------------------------------

@@ -325,6 +325,25 @@ def test_a_stopped_tracker_releases_what_it_held(sim, client, store):
     assert [r.id for r in store.claim_due("the-next-replica", now=next_poll)] == [created.id], "no 60 s wait"
 
 
+def test_stopping_does_not_wait_for_a_hanging_poll_and_its_late_answer_is_not_written(sim, client, store):
+    created = client.create(SCHNELL, {"prompt": "asked just before a shutdown"})
+    tracker = Tracker(client, store, allow_private_downloads=True, lease=60, **FAST).start()
+    sim.add_fault(route="get", kind="hang", delay=2.0)
+    tracker.track(created)
+    wait_until(lambda: api_requests(sim, "GET", created.id))
+
+    started = time.monotonic()
+    tracker.stop(grace=0.2)
+    assert time.monotonic() - started < 1.5, "a shutdown is not held up by an upstream that hangs"
+    assert store.get(created.id).lease_owner is None, "handed over at once"
+
+    time.sleep(2.5)  # the hanging answer arrives after the stop
+    record = store.get(created.id)
+    assert (record.status, record.last_polled_at) == ("starting", None), "a stopped tracker writes nothing"
+    with Tracker(client, store, allow_private_downloads=True, **FAST):  # the next one finishes it
+        assert settled(store, created.id).status == "succeeded"
+
+
 def test_a_prediction_made_with_a_personal_key_is_polled_only_by_the_replica_holding_that_key(database_url):
     with Sim(key="a-visitors-own-key", start_delay=0.05, run_time=1.0) as strict:
         personal = Client(strict.url, "a-visitors-own-key")
