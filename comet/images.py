@@ -94,3 +94,31 @@ def human_size(size: int) -> str:
     if size < 1024 * 1024:
         return f"{size / 1024:.0f} KB"
     return f"{size / 1024 / 1024:.1f} MB"
+
+
+# Streamlit draws images at most this wide (2 x its 730 px content width) and shrinks, on every
+# run, any image wider than that; it also re-encodes on every run whatever is not JPEG, PNG or GIF
+# (FLUX's default output is WEBP). A rendition made once avoids that per-run cost.
+DISPLAY_MAX_WIDTH = 1460
+
+
+def for_display(data: bytes) -> bytes:
+    """Bytes Streamlit can show as they are: the stored image itself when it already is a JPEG,
+    PNG or GIF no wider than DISPLAY_MAX_WIDTH, else a JPEG (PNG where it has transparency) of at
+    most that width. Undecodable data is returned unchanged (st.image then reports it)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format in ("JPEG", "PNG", "GIF") and image.width <= DISPLAY_MAX_WIDTH:
+                return data
+            if image.width > DISPLAY_MAX_WIDTH:
+                image.thumbnail((DISPLAY_MAX_WIDTH, image.height * DISPLAY_MAX_WIDTH // image.width + 1))
+            alpha = image.mode in ("RGBA", "LA", "P")
+            converted = image.convert("RGBA" if alpha else "RGB")
+    except Exception:  # Pillow reports bad data with many exception types
+        return data
+    buffer = io.BytesIO()
+    if alpha:
+        converted.save(buffer, format="PNG")
+    else:
+        converted.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()

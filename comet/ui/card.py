@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 import streamlit as st
 
-from comet import catalog, errors
+from comet import catalog, errors, images
 from comet.prediction import seed_of
 from comet.store import HistoryUnavailable, Record
 from comet.ui.context import Connection
@@ -141,7 +141,7 @@ def _images(conn: Connection, record: Record, key: str) -> None:
             continue
         content_type, data = stored
         with columns[n % len(columns)]:
-            st.image(data, width="stretch")
+            st.image(_display(data), width="stretch")
             st.download_button(
                 "Download",
                 data,
@@ -156,6 +156,12 @@ def _images(conn: Connection, record: Record, key: str) -> None:
     if seed is not None:
         details.insert(0, f"seed {seed}")
     st.caption(" · ".join(details))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _display(data: bytes) -> bytes:
+    """Made once per image, not on every run that shows it (see images.for_display)."""
+    return images.for_display(data)
 
 
 def _actions(record: Record, key: str, on_reuse) -> None:

@@ -1,0 +1,46 @@
+"""How stored outputs are shown: made displayable once, never shrunk below what the page draws."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from comet.images import DISPLAY_MAX_WIDTH, for_display
+
+
+def encoded(size: tuple[int, int], fmt: str, mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, (200, 120, 40, 128)[: len(mode)]).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def opened(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF"])
+def test_an_image_the_browser_shows_as_it_is_is_not_touched(fmt):
+    data = encoded((1024, 768), fmt)
+    assert for_display(data) is data
+
+
+def test_webp_the_flux_default_becomes_a_jpeg_of_the_same_size():
+    shown = opened(for_display(encoded((1024, 576), "WEBP")))
+    assert (shown.format, shown.size) == ("JPEG", (1024, 576))
+
+
+def test_transparency_is_kept_as_png():
+    shown = opened(for_display(encoded((512, 512), "WEBP", mode="RGBA")))
+    assert (shown.format, shown.mode) == ("PNG", "RGBA")
+
+
+def test_an_image_wider_than_the_page_draws_is_scaled_once_keeping_its_shape():
+    shown = opened(for_display(encoded((2752, 1536), "PNG")))  # flux-1.1-pro-ultra at 16:9
+    assert shown.width == DISPLAY_MAX_WIDTH
+    assert abs(shown.width / shown.height - 2752 / 1536) < 0.01
+
+
+def test_data_that_is_not_an_image_is_passed_through_for_streamlit_to_report():
+    assert for_display(b"not an image") == b"not an image"
