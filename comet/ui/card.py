@@ -7,14 +7,12 @@ itself every second; when it reaches a final state it reruns the page once so th
 
 from __future__ import annotations
 
-import json
-import mimetypes
 from collections.abc import Callable
 from datetime import datetime, timezone
 
 import streamlit as st
 
-from comet import catalog, errors, images
+from comet import catalog, errors, export, images
 from comet.prediction import seed_of
 from comet.store import HistoryUnavailable, Record
 from comet.ui.context import Connection
@@ -42,10 +40,6 @@ def status_badge(status: str) -> None:
 def model_title(model_id: str) -> str:
     model = catalog.MODELS.get(model_id)
     return model.title if model else model_id
-
-
-def extension(content_type: str) -> str:
-    return {"image/jpeg": ".jpg"}.get(content_type) or mimetypes.guess_extension(content_type) or ".img"
 
 
 def seconds(value: float | None) -> str:
@@ -145,7 +139,7 @@ def _images(conn: Connection, record: Record, key: str) -> None:
             st.download_button(
                 "Download",
                 data,
-                file_name=f"{record.id}-{output.idx}{extension(content_type)}",
+                file_name=f"{record.id}-{output.idx}{export.extension(content_type)}",
                 mime=content_type,
                 key=f"{key}-download-{output.idx}",
                 icon=":material/download:",
@@ -171,10 +165,6 @@ def _actions(record: Record, key: str, on_reuse) -> None:
     if st.button("Use again", key=f"{key}-reuse", icon=":material/replay:", help="Load this input into the form.",
                  on_click=on_reuse, args=(record,)):
         st.rerun()  # redraw the whole page (the form lives outside this fragment)
-
-
-def input_json(record: Record) -> str:
-    return json.dumps({"input": record.input}, indent=2, ensure_ascii=False)
 
 
 def gallery(conn: Connection, prediction_ids: list[str], columns: int = 6) -> None:

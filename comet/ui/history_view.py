@@ -7,14 +7,12 @@ changes status, so a page of rows is shipped again only when something in it cha
 from __future__ import annotations
 
 import hashlib
-import io
-import zipfile
 from dataclasses import dataclass
 
 import pandas as pd
 import streamlit as st
 
-from comet import errors
+from comet import errors, export
 from comet.prediction import KNOWN_STATUSES, is_valid_id
 from comet.store import HistoryUnavailable, Record
 from comet.ui import card, form
@@ -33,8 +31,6 @@ NO_THUMBNAIL = (
     "data:image/svg+xml;utf8,<svg xmlns='http://www.w3.org/2000/svg' width='40' height='40'>"
     "<rect width='40' height='40' rx='6' fill='%23d9d7e8'/></svg>"
 )
-# What makes a spreadsheet read a CSV cell as a formula (OWASP "CSV injection").
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -146,44 +142,14 @@ def selection_changed(selected: list[str]) -> bool:
 def exports(conn: Connection, chosen: Filters, selected: list[str]) -> None:
     csv_column, zip_column = st.columns(2)
     csv_column.download_button(
-        "Export table as CSV", data=lambda: spreadsheet_csv(conn.store.export_rows(**chosen.query())),
+        "Export table as CSV", data=lambda: export.spreadsheet_csv(conn.store.export_rows(**chosen.query())),
         file_name="comet-predictions.csv", mime="text/csv", icon=":material/table:", on_click="ignore",
     )
     zip_column.download_button(
         f"Images of {len(selected)} selected as ZIP" if selected else "Select rows to export their images",
-        data=lambda: images_zip(conn, selected), file_name="comet-images.zip", mime="application/zip",
+        data=lambda: export.images_zip(conn.store, selected), file_name="comet-images.zip", mime="application/zip",
         icon=":material/folder_zip:", on_click="ignore", disabled=not selected,
     )
-
-
-def spreadsheet_csv(frame: pd.DataFrame) -> str:
-    """The rows as CSV. Prompts are anyone's text: one starting with =, +, -, @ (or a tab or
-    carriage return) would run as a formula where the file is opened in a spreadsheet, so such
-    cells get a leading apostrophe (the usual CSV-injection guard); nothing else is changed."""
-    def neutral(value: object) -> object:
-        return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
-
-    safe = frame.copy()
-    for column in safe.columns:
-        if safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):
-            safe[column] = safe[column].map(neutral)
-    return safe.to_csv(index=False)
-
-
-def images_zip(conn: Connection, prediction_ids: list[str]) -> bytes:
-    """The stored images of these predictions, plus each one's input as JSON."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # images are compressed already
-        for prediction_id in prediction_ids:
-            record = conn.store.get(prediction_id)
-            if record is None:
-                continue
-            archive.writestr(f"{record.id}/input.json", card.input_json(record))
-            for output in record.outputs:
-                stored = conn.store.output_bytes(record.id, output.idx)
-                if stored:
-                    archive.writestr(f"{record.id}/{output.idx}{card.extension(stored[0])}", stored[1])
-    return buffer.getvalue()
 
 
 def detail(conn: Connection, prediction_id: str) -> None:
@@ -217,7 +183,7 @@ def _facts(record: Record) -> None:
     )
     st.dataframe(timings, hide_index=True)
     with st.expander("Input (exact JSON sent)", icon=":material/data_object:"):
-        st.code(card.input_json(record), language="json")
+        st.code(export.input_json(record), language="json")
     if record.is_terminal and record.logs_tail:
         with st.expander("Logs", icon=":material/terminal:"):
             st.code(record.logs_tail, language=None)

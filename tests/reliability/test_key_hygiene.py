@@ -3,16 +3,14 @@ line, a stored row, an export, a snippet, an output host or a redirect target.""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from apphost import AppServer, launch_chromium, wait_until_idle
 from comet.config import Settings
+from comet.export import images_zip, spreadsheet_csv
 from comet.sim import Sim
 from comet.store import Store
-from comet.ui.history_view import images_zip
 
 KEY = "sk-hygiene-0123456789abcdefghijklmnop"
 
@@ -62,8 +60,8 @@ def test_after_a_whole_session_the_key_is_nowhere_but_the_api_requests(tmp_path)
     store = Store.for_settings(Settings.from_sources({"COMETAPI_KEY": KEY}, {"COMET_DATA_DIR": str(data)}))
     rows = store.export_rows()
     assert len(rows) == 1
-    assert KEY not in rows.to_csv(index=False)
+    assert KEY not in spreadsheet_csv(rows)
 
-    archive = images_zip(SimpleNamespace(store=store), list(rows["id"]))  # it reads only the store
+    archive = images_zip(store, list(rows["id"]))
     assert KEY.encode() not in archive
     store.close()

@@ -1,0 +1,58 @@
+"""What leaves the dashboard as files: the history as CSV, and stored images as a ZIP.
+
+Neither ever holds the key: the store never has it (rows keep id, model, input, status, timings
+and creator only), and these read nothing else."""
+
+from __future__ import annotations
+
+import io
+import json
+import mimetypes
+import zipfile
+
+import pandas as pd
+
+from .store import Record, Store
+
+# A cell starting with one of these runs as a formula where the CSV is opened in a spreadsheet.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def extension(content_type: str) -> str:
+    """The file extension for a stored output's content type (".jpg", not ".jpe", for JPEG)."""
+    return {"image/jpeg": ".jpg"}.get(content_type) or mimetypes.guess_extension(content_type) or ".img"
+
+
+def input_json(record: Record) -> str:
+    """The request body that made this prediction, as the API received it."""
+    return json.dumps({"input": record.input}, indent=2, ensure_ascii=False)
+
+
+def spreadsheet_csv(frame: pd.DataFrame) -> str:
+    """The rows as CSV. Prompts are anyone's text: one starting with =, +, -, @ (or a tab or
+    carriage return) would run as a formula where the file is opened in a spreadsheet, so such
+    cells get a leading apostrophe (the usual CSV-injection guard); nothing else is changed."""
+    def neutral(value: object) -> object:
+        return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
+
+    safe = frame.copy()
+    for column in safe.columns:
+        if safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):
+            safe[column] = safe[column].map(neutral)
+    return safe.to_csv(index=False)
+
+
+def images_zip(store: Store, prediction_ids: list[str]) -> bytes:
+    """The stored images of these predictions, plus each one's input as JSON, one folder each."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # images are compressed already
+        for prediction_id in prediction_ids:
+            record = store.get(prediction_id)
+            if record is None:
+                continue
+            archive.writestr(f"{record.id}/input.json", input_json(record))
+            for output in record.outputs:
+                stored = store.output_bytes(record.id, output.idx)
+                if stored:
+                    archive.writestr(f"{record.id}/{output.idx}{extension(stored[0])}", stored[1])
+    return buffer.getvalue()
