@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,49 +44,12 @@ import _util
 from _util import table
 
 sys.path.insert(0, str(_util.REPO / "tests"))
-from apphost import APP_ENV_NAMES, AppServer, launch_chromium, wait_until_idle
+from apphost import AppServer, launch_chromium, wait_until_idle
 
 KEY = "sk-bench-0123456789abcdefghij"
 RUN_TIME = 600.0  # the stand-in's predictions outlast every window
 SETTLE = 3.0  # seconds after the last card appears before the window opens
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-class GCServer(AppServer):
-    """AppServer with `--runner.postScriptGC` on the command line (tests/apphost.py takes no
-    extra flags); the rest as AppServer.start does it."""
-
-    def __init__(self, data_dir: Path, env: dict[str, str], post_script_gc: bool) -> None:
-        super().__init__(data_dir, env=env)
-        self.post_script_gc = post_script_gc
-
-    def start(self, timeout: float = 60) -> GCServer:
-        import requests
-
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if k not in APP_ENV_NAMES}
-        env.update({"COMET_DATA_DIR": str(self.data_dir), **self.env})
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
-                    "--server.port", str(self.port), "--server.address", "127.0.0.1",
-                    "--server.headless", "true", "--browser.gatherUsageStats", "false",
-                    "--server.fileWatcherType", "none",
-                    "--runner.postScriptGC", "true" if self.post_script_gc else "false",
-                ],
-                cwd=_util.REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"streamlit exited early:\n{self.log()}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{self.url}/_stcore/health", timeout=2).text == "ok":
-                    return self
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"streamlit did not become healthy in {timeout} s:\n{self.log()}")
 
 
 def process_cpu(pid: int) -> float:
@@ -189,7 +151,8 @@ def open_watchers(browser, url: str, sessions: int, label: str, contexts: list) 
 def measure(playwright_browser, sim, work: Path, sessions: int, gc_on: bool, window: float) -> dict:
     label = f"{sessions} session{'s' if sessions != 1 else ''}, GC {'on' if gc_on else 'off'}"
     data_dir = work / f"{sessions}-{'on' if gc_on else 'off'}"
-    server = GCServer(data_dir, {"COMETAPI_KEY": KEY, "COMETAPI_BASE_URL": sim.url}, gc_on).start()
+    server = AppServer(data_dir, env={"COMETAPI_KEY": KEY, "COMETAPI_BASE_URL": sim.url},
+                       options=["--runner.postScriptGC", "true" if gc_on else "false"]).start()
     contexts = []
     try:
         counters = open_watchers(playwright_browser, server.url, sessions, label, contexts)

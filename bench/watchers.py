@@ -80,7 +80,7 @@ def watch(sim, prediction_id: str, sessions: int, until: float) -> tuple[int, li
         at = live_session(sim, {"id": prediction_id})
         at.switch_page(_util.HISTORY_PAGE).run()
         fail_on_exception(at, "the History detail")
-        if not any(prediction_id in c.value for c in at.caption):
+        if not any(prediction_id in link.proto.label for link in at.get("page_link")):  # the card's link
             raise RuntimeError("the History detail did not show the prediction")
         watchers.append([at, time.monotonic() + TICK])
         runs += 1

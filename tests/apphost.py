@@ -35,10 +35,13 @@ def free_port() -> int:
 
 
 class AppServer:
-    """`streamlit run` in a child process; `env` adds settings (demo mode when no key is given)."""
+    """`streamlit run` in a child process; `env` adds settings (demo mode when no key is given),
+    `options` Streamlit command-line options (e.g. ["--runner.postScriptGC", "true"])."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None,
+                 options: list[str] | None = None) -> None:
         self.port = port or free_port()
+        self.options = options or []
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
         self.env = env or {}
@@ -55,7 +58,7 @@ class AppServer:
                 sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
                 "--server.port", str(self.port), "--server.address", "127.0.0.1",
                 "--server.headless", "true", "--browser.gatherUsageStats", "false",
-                "--server.fileWatcherType", "none",
+                "--server.fileWatcherType", "none", *self.options,
             ],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
