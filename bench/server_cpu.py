@@ -44,7 +44,7 @@ import _util
 from _util import table
 
 sys.path.insert(0, str(_util.REPO / "tests"))
-from apphost import AppServer, launch_chromium, wait_until_idle
+from apphost import AppServer, generate_in_each, launch_chromium
 
 KEY = "sk-bench-0123456789abcdefghij"
 RUN_TIME = 600.0  # the stand-in's predictions outlast every window
@@ -132,17 +132,8 @@ def open_watchers(browser, url: str, sessions: int, label: str, contexts: list) 
     contexts.extend(browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(sessions))
     pages = [context.new_page() for context in contexts]
     counters = [TickCounter(page) for page in pages]
-    for page in pages:
-        page.set_default_timeout(180_000)  # many sessions on 2 cores: the first draw is slow
-        page.goto(url)
-    for n, page in enumerate(pages):
-        wait_until_idle(page, timeout=180_000)
-        box = page.get_by_role("textbox", name="Prompt")
-        box.fill(f"a lighthouse in fog, {label}, session {n}")
-        box.press("Tab")
-    for page in pages:
-        wait_until_idle(page, timeout=180_000)
-        page.get_by_role("button", name="Generate").click()
+    generate_in_each(pages, url, [f"a lighthouse in fog, {label}, session {n}" for n in range(sessions)],
+                     timeout=180_000)
     for page in pages:
         page.get_by_text("so far").first.wait_for(timeout=180_000)
     return counters

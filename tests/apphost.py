@@ -108,3 +108,20 @@ def launch_chromium(playwright):
 def wait_until_idle(page, timeout: float = 30_000) -> None:
     """The script finished its run (not reliable with a ticking fragment: wait for content then)."""
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
+
+
+def generate_in_each(pages, url: str, prompts: list[str], timeout: float = 90_000) -> None:
+    """Open the app in every page, type its prompt and press Generate, the pages side by side:
+    each step is started in all of them before the next (many sessions at once on few cores make
+    every first draw slow, hence the long default timeout)."""
+    for page in pages:
+        page.set_default_timeout(timeout)
+        page.goto(url)
+    for page, prompt in zip(pages, prompts, strict=True):
+        wait_until_idle(page, timeout=timeout)
+        box = page.get_by_role("textbox", name="Prompt")
+        box.fill(prompt)
+        box.press("Tab")  # Streamlit commits a text area on blur
+    for page in pages:
+        wait_until_idle(page, timeout=timeout)
+        page.get_by_role("button", name="Generate").click()

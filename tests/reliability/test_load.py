@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
-from apphost import AppServer, launch_chromium, wait_until_idle
+from apphost import AppServer, generate_in_each, launch_chromium
 from comet.config import Settings
 from comet.sim import Sim
 from comet.store import Store, predictions
@@ -30,17 +30,7 @@ def test_twenty_sessions_create_and_watch_at_once(tmp_path):
             browser = launch_chromium(playwright)
             pages = [browser.new_context(viewport={"width": 1280, "height": 900}).new_page() for _ in range(SESSIONS)]
             started = time.monotonic()
-            for page in pages:
-                page.set_default_timeout(90_000)  # 20 sessions on 2 cores: the first draw is slow
-                page.goto(app.url)
-            for n, page in enumerate(pages):
-                wait_until_idle(page, timeout=60_000)
-                box = page.get_by_role("textbox", name="Prompt")
-                box.fill(f"load test prompt {n}")
-                box.press("Tab")
-            for page in pages:
-                wait_until_idle(page, timeout=60_000)
-                page.get_by_role("button", name="Generate").click()
+            generate_in_each(pages, app.url, [f"load test prompt {n}" for n in range(SESSIONS)], timeout=90_000)
             finished, stuck = 0, []
             for n, page in enumerate(pages):  # every session watches its own card until the image shows
                 remaining = max(DEADLINE - (time.monotonic() - started), 1) * 1000
