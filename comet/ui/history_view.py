@@ -26,6 +26,11 @@ TABLE_KEY = "history.table"
 PAGE_KEY = "history.page"
 SHOWN_FILTERS_KEY = "history.shown_filters"
 CREATE_PAGE = "pages/create.py"
+# The table's status labels, in the colours of the card's badges (an unknown status stays plain).
+STATUS_COLORS = {
+    "starting": "#8a8aa3", "processing": "#1c83e1", "succeeded": "#21a354",
+    "failed": "#e0403a", "canceled": "#8a8aa3", "aborted": "#e8833a",
+}
 # Rows without an image (running, failed) get a quiet grey tile instead of the word "None".
 NO_THUMBNAIL = (
     "data:image/svg+xml;utf8,<svg xmlns='http://www.w3.org/2000/svg' width='40' height='40'>"
@@ -50,7 +55,7 @@ class Filters:
 
 
 def filters(conn: Connection) -> Filters:
-    status_column, model_column, text_column, mine_column = st.columns([2, 3, 3, 1.4], vertical_alignment="bottom")
+    status_column, model_column, text_column, mine_column = st.columns([2, 3, 2.5, 1.5], vertical_alignment="bottom")
     statuses = status_column.multiselect("Status", KNOWN_STATUSES, key="history.status", placeholder="Any status")
     models = model_column.multiselect("Model", conn.store.models(), key="history.model",
                                       format_func=card.model_title, placeholder="Any model")
@@ -97,6 +102,7 @@ def table(conn: Connection, chosen: Filters) -> list[str]:
         page_number = st.number_input(f"Page (of {pages:,})", 1, pages, key=PAGE_KEY, width=160)
     frame = conn.store.page(**chosen.query(), limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE)
     frame["model"] = frame["model"].map(card.model_title)
+    frame["status"] = frame["status"].map(lambda status: [status])  # one coloured label per row
     frame["run_time"] = frame["run_time"].map(lambda value: "" if pd.isna(value) else card.seconds(value))
     frame["creator"] = frame["creator"].fillna("")
     frame["thumbnail"] = frame["thumbnail"].fillna(NO_THUMBNAIL)
@@ -110,7 +116,8 @@ def table(conn: Connection, chosen: Filters) -> list[str]:
         column_order=["thumbnail", "status", "prompt", "model", "created", "run_time", "creator", "id"],
         column_config={
             "thumbnail": st.column_config.ImageColumn("", width=56),
-            "status": st.column_config.TextColumn("Status", width=100),
+            "status": st.column_config.MultiselectColumn(
+                "Status", width=110, options=list(STATUS_COLORS), color=list(STATUS_COLORS.values())),
             "prompt": st.column_config.TextColumn("Prompt", width="large"),
             "model": st.column_config.TextColumn("Model"),
             "created": st.column_config.DatetimeColumn("Created", format="distance"),
@@ -140,12 +147,12 @@ def selection_changed(selected: list[str]) -> bool:
 
 
 def exports(conn: Connection, chosen: Filters, selected: list[str]) -> None:
-    csv_column, zip_column = st.columns(2)
-    csv_column.download_button(
+    row = st.container(horizontal=True)
+    row.download_button(
         "Export table as CSV", data=lambda: export.spreadsheet_csv(conn.store.export_rows(**chosen.query())),
         file_name="comet-predictions.csv", mime="text/csv", icon=":material/table:", on_click="ignore",
     )
-    zip_column.download_button(
+    row.download_button(
         f"Images of {len(selected)} selected as ZIP" if selected else "Select rows to export their images",
         data=lambda: export.images_zip(conn.store, selected), file_name="comet-images.zip", mime="application/zip",
         icon=":material/folder_zip:", on_click="ignore", disabled=not selected,
