@@ -59,6 +59,12 @@ def connection() -> Connection:
     config = settings()
     if personal_key := own_key():
         return _personal_connection(config, personal_key)
+    return shared_connection(config)
+
+
+def shared_connection(config: Settings) -> Connection:
+    """The process's client, store and running tracker for these settings (no session needed:
+    the server builds it at start, so the tracker resumes before anyone opens a page)."""
     if config.demo:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         sim = _demo_sim(str(config.data_dir / "demo-standin.json"))

@@ -131,11 +131,12 @@ def test_killing_the_app_mid_poll_loses_nothing_after_a_restart(tmp_path):
             store.close()
             app = AppServer(tmp_path, env=env).start()  # nobody opens a page: the tracker resumes alone
             store = Store.for_settings(Settings.from_sources({"COMETAPI_KEY": KEY}, {"COMET_DATA_DIR": str(tmp_path)}))
-            # The tracker starts with the first session; a health check alone does not run the app.
-            page.goto(f"{app.url}/history?id={prediction_id}")
+            # No page is opened: the server starts the tracker itself (streamlit_app.py's st.App).
             record = wait_until(lambda: finished(store, prediction_id), timeout=40)
             assert record.status == "succeeded" and record.outputs
             store.close()
+            page.goto(f"{app.url}/history?id={prediction_id}")  # and the restarted app shows it
+            expect(page.get_by_test_id("stImage").first).to_be_visible(timeout=30_000)
         finally:
             app.stop()
             browser.close()
