@@ -1,6 +1,7 @@
 """What the server does once, at start: bring up the tracker, so predictions left unfinished by a
 crash or a restart are followed (and their images saved before the upstream files expire) even
-when nobody opens the app. Without this the tracker would start with the first page view.
+when nobody opens the app (without this the tracker would start with the first page view); and
+at a clean shutdown: stop it.
 
 `streamlit run streamlit_app.py` finds the `st.App` that streamlit_app.py builds with this
 lifespan (see there); page runs build the same cached objects and so find the running tracker.
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
+
+import streamlit as st
 
 from comet.config import Settings
 from comet.ui.context import read_secrets, shared_connection
@@ -25,3 +28,6 @@ async def lifespan(app):
         log.warning("the tracker did not start with the server; it starts with the first page view",
                     exc_info=True)
     yield
+    # A clean shutdown (a redeploy, Ctrl-C) stops the tracker, which hands its leases to the
+    # other replicas at once rather than when they run out, and closes the database pool.
+    st.cache_resource.clear()

@@ -4,6 +4,7 @@ output shape, expired files, a killed app, and a briefly locked database."""
 from __future__ import annotations
 
 import math
+import signal
 import sqlite3
 import threading
 import time
@@ -140,3 +141,24 @@ def test_killing_the_app_mid_poll_loses_nothing_after_a_restart(tmp_path):
         finally:
             app.stop()
             browser.close()
+
+
+def test_a_cleanly_stopped_app_hands_its_predictions_over_at_once(tmp_path):
+    """A redeploy stops the server with SIGTERM: its tracker releases what it was following, so
+    another replica takes over now, not when the lease (60 s) runs out. No page is opened."""
+    with Sim(start_delay=0.2, run_time=120.0) as standin:
+        settings = Settings.from_sources({"COMETAPI_KEY": KEY}, {"COMET_DATA_DIR": str(tmp_path)})
+        store = Store.for_settings(settings)
+        with Client(standin.url, KEY) as client:
+            store.record(client.create("black-forest-labs/flux-schnell", {"prompt": "a long job"}))
+        [prediction_id] = store.unfinished_ids()
+        standin.add_fault(route="get", kind="hang", delay=60.0)  # the app's first poll is in flight at the stop
+        app = AppServer(tmp_path, env={"COMETAPI_KEY": KEY, "COMETAPI_BASE_URL": standin.url}).start()
+        try:
+            wait_until(lambda: store.get(prediction_id).lease_owner, timeout=30)  # claimed, no page opened
+        finally:
+            app.stop()  # SIGTERM, as a redeploy sends it
+        assert app.process.returncode != -signal.SIGKILL, "it stopped by itself, within AppServer.stop's 10 s"
+        record = store.get(prediction_id)
+        assert (record.lease_owner, record.tracking) == (None, "active")
+        store.close()
