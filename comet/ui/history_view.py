@@ -26,11 +26,10 @@ TABLE_KEY = "history.table"
 PAGE_KEY = "history.page"
 SHOWN_FILTERS_KEY = "history.shown_filters"
 CREATE_PAGE = "pages/create.py"
-# The table's status labels, in the colours of the card's badges (an unknown status stays plain).
-STATUS_COLORS = {
-    "starting": "#8a8aa3", "processing": "#1c83e1", "succeeded": "#21a354",
-    "failed": "#e0403a", "canceled": "#8a8aa3", "aborted": "#e8833a",
-}
+# The table's status labels take the card's badge colours (card.STATUS_STYLE decides which status
+# gets which); a table column needs them as CSS colours. An unknown status stays plain.
+_BADGE_CSS = {"gray": "#8a8aa3", "blue": "#1c83e1", "green": "#21a354", "red": "#e0403a", "orange": "#e8833a"}
+STATUS_COLORS = {status: _BADGE_CSS[color] for status, (color, _icon) in card.STATUS_STYLE.items()}
 # Rows without an image (running, failed) get a quiet grey tile instead of the word "None".
 NO_THUMBNAIL = (
     "data:image/svg+xml;utf8,<svg xmlns='http://www.w3.org/2000/svg' width='40' height='40'>"
