@@ -2,7 +2,8 @@
 
 - An `[auth]` section in secrets: Streamlit's own st.login (OIDC); nobody passes without it.
 - Else an `APP_PASSWORD` in secrets (or the environment): a shared password, compared in
-  constant time, attempts throttled per client address and in total.
+  constant time. Wrong attempts make this browser session (and its address, when a trusted proxy
+  reports it: COMET_TRUSTED_PROXIES) wait; a right password is never held up by anyone else's.
 - Else open. When such an open app holds a server-side key and is reached from another machine,
   a banner tells the operator that anyone with the link can spend it.
 """
@@ -11,17 +12,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
+import time
 from collections.abc import Mapping
+from secrets import token_urlsafe
 from urllib.parse import urlsplit
 
 import streamlit as st
 
-from comet.throttle import Throttle
+from comet.throttle import Throttle, client_keys
 from comet.ui.context import read_secrets
 from comet.ui.safe import plain
 
 PASSED_KEY = "access.passed"
+SESSION_KEY = "access.session"
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
@@ -42,6 +47,23 @@ def read_auth_section() -> Mapping[str, object]:
 def _app_password() -> str:
     value = read_secrets().get("APP_PASSWORD") or os.environ.get("APP_PASSWORD") or ""
     return str(value)
+
+
+def trusted_proxies(secrets: Mapping[str, object], environ: Mapping[str, str]) -> int:
+    """COMET_TRUSTED_PROXIES: how many proxies in front of the app append to X-Forwarded-For.
+    Secrets win over the environment, blank is unset; anything but a whole number >= 0 means 0,
+    so a typo can only make the app trust less."""
+    for source in (secrets, environ):
+        value = source.get("COMET_TRUSTED_PROXIES")
+        if value is None or not str(value).strip():
+            continue
+        if isinstance(value, bool):  # TOML `true` is not a count
+            return 0
+        try:
+            return max(int(str(value).strip()), 0)
+        except ValueError:
+            return 0
+    return 0
 
 
 def require_access() -> None:
@@ -83,23 +105,41 @@ def _require_password(password: str) -> None:
     if st.session_state.get(PASSED_KEY):
         return
     _sign_in_header()
-    address = st.context.ip_address
-    who = address if isinstance(address, str) and address else "unknown"
     with st.form("access.password", border=True):
         typed = st.text_input("Password", type="password")
         submitted = st.form_submit_button("Enter", type="primary", icon=":material/lock_open:")
     if submitted:
-        wait = _throttle().wait_seconds(who)
+        throttle, keys = _throttle(), _client_keys()
+        wait = throttle.wait_seconds(keys)
         if wait > 0:
-            st.error(f"Too many wrong passwords. Try again in {wait:.0f} s.", icon=":material/timer:")
+            st.error(f"Too many wrong passwords. Try again in {math.ceil(wait)} s.", icon=":material/timer:")
         elif _same(typed, password):
-            _throttle().succeeded(who)
+            throttle.succeeded(keys)
             st.session_state[PASSED_KEY] = True
             st.rerun()
         else:
-            _throttle().failed(who)
+            _sleep(throttle.failed(keys))
             st.error("That password is not right.", icon=":material/error:")
     st.stop()
+
+
+# Tests swap this to see the flood slow-down without waiting for it.
+_sleep = time.sleep
+
+
+def _client_keys() -> list[str]:
+    # A random token per browser session, kept in its session state (a reload is a new session).
+    # Not the runtime's session id: AppTest gives every test session the same one.
+    session = st.session_state.get(SESSION_KEY)
+    if not session:
+        session = st.session_state[SESSION_KEY] = token_urlsafe(16)
+    address = st.context.ip_address
+    return client_keys(
+        session,
+        address if isinstance(address, str) else None,  # AppTest's stand-in runtime gives a mock
+        st.context.headers,
+        trusted_proxies(read_secrets(), os.environ),
+    )
 
 
 def _same(typed: str, expected: str) -> bool:
