@@ -14,6 +14,10 @@ from PIL import Image, UnidentifiedImageError
 
 ADVISED_MAX_BYTES = 256 * 1024
 UPLOAD_MAX_BYTES = 20 * 1024 * 1024
+# A small file can declare a huge canvas (a 13000x13000 PNG is under 1 MB on the wire and
+# about 500 MB decoded): anything declaring more pixels is refused before it is decoded.
+# FLUX works with a few megapixels; 36 MP is a 6000x6000 photo.
+MAX_PIXELS = 36_000_000
 # Pillow's format name -> the MIME type the API accepts.
 ACCEPTED = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "gif", "webp")
@@ -58,6 +62,8 @@ def read_image(name: str, data: bytes) -> InputImage:
         raise ImageProblem(f"{name} is not a readable image.") from exc
     if image_format not in ACCEPTED:
         raise ImageProblem(f"{name} is a {image_format} image; use JPEG, PNG, GIF or WEBP.")
+    if width * height > MAX_PIXELS:
+        raise ImageProblem(f"{name} is {width}x{height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels.")
     return InputImage(name=name, mime=ACCEPTED[image_format], data=data, width=width, height=height)
 
 
@@ -108,6 +114,8 @@ def for_display(data: bytes) -> bytes:
     most that width. Undecodable data is returned unchanged (st.image then reports it)."""
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_PIXELS:
+                return data  # never decoded here (only stored by older releases)
             if image.format in ("JPEG", "PNG", "GIF") and image.width <= DISPLAY_MAX_WIDTH:
                 return data
             if image.width > DISPLAY_MAX_WIDTH:

@@ -1,45 +1,72 @@
-"""A prediction as the API describes it, parsed once from JSON.
+"""A prediction as the API describes it, parsed once from JSON into checked values.
 
-Tolerant by design: unknown fields are ignored, missing ones get neutral values, and an
-unknown status is kept as-is (shown to the user, and polling goes on)."""
+The upstream is untrusted input: every field is checked here, once, so nothing later (the
+store, History, the card, exports) ever meets a value it cannot handle. Unknown fields are
+ignored and missing ones get neutral values; a value that is present but unusable (a year-9999
+date, an infinite run time, an output that is neither a string nor a list, a megabyte of
+status) is dropped and named in `problems`, so the tracker can say what was wrong."""
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 STARTING, PROCESSING = "starting", "processing"
 SUCCEEDED, FAILED, CANCELED, ABORTED = "succeeded", "failed", "canceled", "aborted"
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED, ABORTED})
 KNOWN_STATUSES = (STARTING, PROCESSING, SUCCEEDED, FAILED, CANCELED, ABORTED)
+UNKNOWN = "unknown"  # what an unusable status becomes (a readable unknown one is kept as is)
 
 # Replicate ids are 26 lower-case letters and digits; accept a little more (other providers,
 # older ids) but nothing that could change a URL path: no slash, dot, percent or space.
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{5,63}")
+_MODEL_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}/[a-z0-9][a-z0-9._-]{0,99}")
+# A status we have not heard of is shown and polled on (the contract says so), if it is a word.
+_STATUS_RE = re.compile(r"[a-z][a-z_]{0,31}")
 _PERCENT_RE = re.compile(r"(\d{1,3})%\|")
 _STEPS_RE = re.compile(r"(\d+)/(\d+) \[")
 _SEED_RE = re.compile(r"seed:?\s*(-?\d+)", re.IGNORECASE)
+
+# Times outside this window are refused: pandas holds 1677-2262 only, and a date in the future
+# would pin a row to the top of History and keep it "young" (polled every second) for ever.
+EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)
+FUTURE_SLACK = timedelta(days=1)  # clocks differ; more than this ahead is a lie
+MAX_SECONDS = 7 * 24 * 3600.0  # a run time longer than a week is not a run time
+MAX_ERROR_CHARS = 4000
+MAX_LOG_CHARS = 16_384  # the tail; progress and the store need far less
+MAX_OUTPUTS = 16
+MAX_URL_CHARS = 8192  # an http(s) link; data: URIs are bounded by the answer's size cap
+MAX_INPUT_CHARS = 8 * 1024 * 1024  # an echoed input (it may hold data-URI images)
 
 
 def is_valid_id(value: object) -> bool:
     return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
 
 
+def is_model_id(value: object) -> bool:
+    return isinstance(value, str) and _MODEL_RE.fullmatch(value) is not None
+
+
 def parse_time(value: object) -> datetime | None:
-    """ISO-8601 (with `Z` or an offset, any fraction) to an aware UTC datetime; None if unreadable."""
-    if not isinstance(value, str) or not value:
+    """ISO-8601 (with `Z` or an offset, any fraction) to an aware UTC datetime; None if unreadable
+    or outside EARLIEST..LATEST (a year-9999 date would break every later read of the row)."""
+    if not isinstance(value, str) or not value or len(value) > 64:
         return None
     text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
     # Python 3.11 accepts any fraction length, but not a missing offset: treat that as UTC.
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # year 1 with a positive offset overflows
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+    return parsed if EARLIEST <= parsed < LATEST else None
 
 
 def as_output_list(output: object) -> list[str]:
@@ -78,6 +105,19 @@ def seed_of(model_input: dict[str, Any], logs: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _seconds(value: object) -> float | None:
+    """A duration from the API: a finite, non-negative number of plausible size, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) and 0.0 <= number <= MAX_SECONDS else None
+
+
+def _text(value: object, limit: int) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)[:limit]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 @dataclass(frozen=True)
 class Prediction:
     id: str
@@ -91,32 +131,80 @@ class Prediction:
     started_at: datetime | None = None
     completed_at: datetime | None = None
     data_removed: bool = False
-    metrics: dict[str, Any] = field(default_factory=dict)
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    predict_time: float | None = None
+    # What the answer held but could not be used (kept out of the fields above), for a note.
+    problems: tuple[str, ...] = ()
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Prediction:
-        """Build from an API answer. Raises ValueError when there is no usable id."""
+    def from_json(cls, data: object, *, now: datetime | None = None) -> Prediction:
+        """Build from an API answer. Raises ValueError when there is no usable id; any other
+        unusable value is dropped and named in `problems`."""
         if not isinstance(data, dict) or not is_valid_id(data.get("id")):
             raise ValueError("the answer is not a prediction (no valid id)")
+        problems: list[str] = []
+        latest = (now or datetime.now(timezone.utc)) + FUTURE_SLACK
+
         status = data.get("status")
+        if status in (None, ""):
+            status = STARTING
+        elif not (isinstance(status, str) and _STATUS_RE.fullmatch(status)):
+            problems.append("an unreadable status")
+            status = UNKNOWN
+
+        model = data.get("model")
+        if model not in (None, "") and not is_model_id(model):
+            problems.append("an unreadable model name")
+        model = model if is_model_id(model) else ""
+
+        def time_of(name: str) -> datetime | None:
+            value = data.get(name)
+            parsed = parse_time(value)
+            if value not in (None, "") and (parsed is None or parsed > latest):
+                problems.append(f"an impossible {name}")
+                return None
+            return parsed
+
+        raw_output = data.get("output")
+        if raw_output is not None and not isinstance(raw_output, (str, list)):
+            problems.append(f"an output of the wrong type ({type(raw_output).__name__})")
+        output = as_output_list(raw_output)
+        if len(output) > MAX_OUTPUTS or any(len(url) > MAX_URL_CHARS and url[:5].lower() != "data:"
+                                            for url in output):
+            problems.append("too many or too long output links")
+            output = [url for url in output[:MAX_OUTPUTS] if len(url) <= MAX_URL_CHARS or url[:5].lower() == "data:"]
+
         error = data.get("error")
-        metrics = data.get("metrics")
+        error = None if error in (None, "") else _text(error, MAX_ERROR_CHARS)
+        logs = data.get("logs")
+        logs = logs[-MAX_LOG_CHARS:] if isinstance(logs, str) else ""
+
         model_input = data.get("input")
+        if not isinstance(model_input, dict):
+            model_input = {}
+        elif len(json.dumps(model_input, default=str)) > MAX_INPUT_CHARS:
+            problems.append("an echoed input too large to keep")
+            model_input = {}
+
+        metrics = data.get("metrics")
+        raw_predict_time = metrics.get("predict_time") if isinstance(metrics, dict) else None
+        predict_time = _seconds(raw_predict_time)
+        if raw_predict_time is not None and predict_time is None:
+            problems.append("an impossible predict_time")
+
         return cls(
             id=data["id"],
-            model=str(data.get("model") or ""),
-            status=str(status) if status else STARTING,
-            input=model_input if isinstance(model_input, dict) else {},
-            output=as_output_list(data.get("output")),
-            error=str(error) if error not in (None, "") else None,
-            logs=data.get("logs") if isinstance(data.get("logs"), str) else "",
-            created_at=parse_time(data.get("created_at")),
-            started_at=parse_time(data.get("started_at")),
-            completed_at=parse_time(data.get("completed_at")),
-            data_removed=bool(data.get("data_removed")),
-            metrics=metrics if isinstance(metrics, dict) else {},
-            raw=data,
+            model=model,
+            status=status,
+            input=model_input,
+            output=output,
+            error=error,
+            logs=logs,
+            created_at=time_of("created_at"),
+            started_at=time_of("started_at"),
+            completed_at=time_of("completed_at"),
+            data_removed=data.get("data_removed") is True,
+            predict_time=predict_time,
+            problems=tuple(problems),
         )
 
     @property
@@ -127,6 +215,13 @@ class Prediction:
     @property
     def is_known_status(self) -> bool:
         return self.status in KNOWN_STATUSES
+
+    @property
+    def problem_note(self) -> str | None:
+        """What to tell the user about values that were dropped, or None."""
+        if not self.problems:
+            return None
+        return "CometAPI sent " + ", ".join(self.problems) + "; those values were ignored."
 
     @property
     def progress(self) -> float | None:
@@ -144,11 +239,10 @@ class Prediction:
     @property
     def run_time(self) -> float | None:
         """Seconds the model ran: the API's predict_time, else started→completed."""
-        predict_time = self.metrics.get("predict_time")
-        if isinstance(predict_time, (int, float)) and not isinstance(predict_time, bool):
-            return float(predict_time)
+        if self.predict_time is not None:
+            return self.predict_time
         if self.started_at and self.completed_at:
-            return max((self.completed_at - self.started_at).total_seconds(), 0.0)
+            return _seconds((self.completed_at - self.started_at).total_seconds())
         return None
 
     @property

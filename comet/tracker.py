@@ -11,6 +11,11 @@ and releases it with the write that stores the answer. So each prediction is pol
 tracker at a time, and the predictions of a tracker that died are taken over once its leases
 run out (`lease`, 60 s by default).
 
+A poll is bounded (the client's and the downloader's wall-clock deadlines), and a poll that has
+run longer than `stall_after` stops counting against `workers`: a hostile upstream that answers
+some predictions a byte at a time holds only those polls, never the healthy ones behind them
+(up to `max_stalled` such polls run beside the workers).
+
 When the database is unreachable the tracker keeps looping: it loses nothing (a prediction it
 could not record is kept in memory and recorded when the database is back; a poll whose answer
 could not be written is simply repeated) and doubles nothing (storing outputs is exactly once).
@@ -18,7 +23,6 @@ could not be written is simply repeated) and doubles nothing (storing outputs is
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import socket
@@ -27,14 +31,15 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
-from . import errors
+from . import errors, redact
 from .client import Client
 from .fetch import FetchError, fetch_output
 from .prediction import SUCCEEDED, Prediction
 from .store import DEFAULT_LEASE, HistoryError, Record, Store
 
-log = logging.getLogger("comet.tracker")
+log = redact.logger("comet.tracker")
 
 # (age of the prediction in seconds, poll interval until then): quick while a fast model may
 # finish, slower for long runs.
@@ -44,6 +49,7 @@ OUTPUT_LIFETIME = 3600.0  # the API deletes output files an hour after the run e
 
 NOT_FOUND_NOTE = "CometAPI no longer knows this prediction (404)."
 EXPIRED_NOTE = "The outputs expired before they could be saved."
+NO_OUTPUT_NOTE = "CometAPI reported success but listed no image that could be read."
 PERSONAL_KEY_NOTE = ("Made with a personal key, which is not kept after a restart: "
                      "track it again from the History page with that key.")
 
@@ -63,18 +69,25 @@ class Tracker:
         max_sleep: float = 2.0,
         lease: float = DEFAULT_LEASE,
         owner: str | None = None,
+        stall_after: float = 2.0,
+        max_stalled: int = 28,
     ) -> None:
         """`allow_private_downloads` only when the API itself is local (the stand-in); `deadline`
         is how long after creation a prediction may stay unfinished; `max_sleep` bounds the wait
         between looks at the store, so rows recorded by other processes are picked up. `lease`
         is how long a claim on a prediction lasts without renewal (renewed every third of it
         while a poll runs), so how soon another process takes over after this one dies; `owner`
-        names this tracker in the leases (default: host, process id and a random part)."""
+        names this tracker in the leases (default: host, process id and a random part).
+        `allow_private_downloads` lets downloads reach a private address only at the API's own
+        host and port. A poll running longer than `stall_after` seconds frees its worker slot;
+        at most `max_stalled` such slow polls run at once (each ends by its deadlines)."""
         self._client = client  # None: only predictions tracked with their own client are polled
         self._clients: dict[str, Client] = {}  # prediction id -> the personal client that made it
         self._store = store
         self._allow_private = allow_private_downloads
         self._workers = workers
+        self._stall_after = stall_after
+        self._max_stalled = max_stalled
         self._deadline = deadline
         self._clock = clock
         self._schedule = tuple(schedule)
@@ -83,7 +96,7 @@ class Tracker:
         self._lease = lease
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lock = threading.Lock()
-        self._in_flight: set[str] = set()  # ids being polled now: never two polls of one id
+        self._in_flight: dict[str, float] = {}  # id -> when its poll started: never two polls of one id
         self._poll_done = threading.Condition(self._lock)
         self._unrecorded: list[tuple[Prediction, str | None]] = []  # track() while the store was down
         self._renew_at = 0.0
@@ -97,7 +110,7 @@ class Tracker:
     def start(self) -> Tracker:
         if self._thread is None or not self._thread.is_alive():
             self._stopping.clear()
-            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="comet-tracker-poll")
+            self._pool = ThreadPoolExecutor(self._workers + self._max_stalled, thread_name_prefix="comet-tracker-poll")
             self._thread = threading.Thread(target=self._run, name="comet-tracker", daemon=True)
             self._thread.start()
         return self
@@ -201,7 +214,7 @@ class Tracker:
         if now < self._renew_at:
             return
         with self._lock:
-            busy = self._in_flight | set(self._clients)
+            busy = set(self._in_flight) | set(self._clients)
         if busy:
             lost = busy - self._store.renew_leases(self.owner, busy, now + self._lease)
             if lost:  # this poll overran its lease: its answer will not be written (fenced)
@@ -209,20 +222,22 @@ class Tracker:
         self._renew_at = now + self._lease / 3
 
     def _dispatch_due(self) -> float:
-        """Claim due predictions for idle workers; return how long to wait before looking again."""
+        """Claim due predictions for free workers; return how long to wait before looking again.
+        A poll running longer than stall_after no longer holds a worker (it waits on a slow
+        upstream, not on this machine), so healthy predictions keep being served."""
         now = self._clock()
+        started_before = time.monotonic() - self._stall_after
         with self._lock:
             busy = set(self._in_flight)
-        free = self._workers - len(busy)
+            stalled = sum(1 for started in self._in_flight.values() if started < started_before)
+        free = min(self._workers - (len(busy) - stalled), self._workers + self._max_stalled - len(busy))
         if free > 0:
             claimed = self._store.claim_due(self.owner, now=now, lease=self._lease, limit=free, exclude=busy)
             for record in claimed:
                 with self._lock:
-                    self._in_flight.add(record.id)
+                    self._in_flight[record.id] = time.monotonic()
                 busy.add(record.id)
                 self._pool.submit(self._poll_safely, record)
-        if len(busy) >= self._workers:
-            return self._max_sleep  # a finishing poll wakes the loop
         next_at = self._store.next_poll_time(exclude=busy, owner=self.owner)
         if next_at is None:
             return self._max_sleep
@@ -243,7 +258,7 @@ class Tracker:
                 log.exception("could not reschedule prediction %s", record.id)
         finally:
             with self._lock:
-                self._in_flight.discard(record.id)
+                self._in_flight.pop(record.id, None)
                 self._poll_done.notify_all()
             self._wake.set()
 
@@ -275,6 +290,8 @@ class Tracker:
         elif not prediction.is_known_status:
             note = f"CometAPI reported an unknown status {prediction.status!r}; still checking."
             self._update(prediction, next_poll_at=self._backoff_time(record), note=note)
+        elif prediction.problems:  # a lying answer is polled on, but slowly and with a note
+            self._update(prediction, next_poll_at=self._backoff_time(record), note=prediction.problem_note)
         else:
             self._update(prediction, next_poll_at=self._clock() + self._interval(record))
 
@@ -283,8 +300,14 @@ class Tracker:
         if prediction.data_removed:
             self._give_up(record.id, EXPIRED_NOTE, latest=prediction)
             return
+        if not prediction.output:
+            self._give_up(record.id, " ".join(filter(None, (NO_OUTPUT_NOTE, prediction.problem_note))),
+                          latest=prediction)
+            return
+        client = self._clients.get(record.id, self._client)
+        origin = urlsplit(client.base_url).netloc if self._allow_private and client is not None else None
         try:
-            files = [fetch_output(url, allow_private=self._allow_private) for url in prediction.output]
+            files = [fetch_output(url, private_origin=origin) for url in prediction.output]
         except FetchError as exc:
             if exc.gone or self._outputs_expired(prediction):
                 self._give_up(record.id, EXPIRED_NOTE, latest=prediction)
@@ -331,7 +354,10 @@ class Tracker:
     # ---- timing ---------------------------------------------------------------------------
 
     def _age(self, record: Record) -> float:
-        return self._clock() - record.created_at.timestamp()
+        # Our own recording time bounds it too: an upstream claiming a future created_at must
+        # not keep a prediction "young" (polled every second) and short of its deadline for ever.
+        born = min(record.created_at.timestamp(), record.recorded_at.timestamp())
+        return self._clock() - born
 
     def _past_deadline(self, record: Record) -> bool:
         return self._age(record) >= self._deadline

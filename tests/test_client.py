@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+import requests
 
 from comet import errors
 from comet.client import Client, Timeouts
@@ -51,11 +52,12 @@ def test_a_prompt_becomes_one_post_and_finished_outputs_for_every_model(sim, cli
     assert posts[0]["headers"]["authorization"] == f"Bearer {KEY}"
 
 
-def test_list_and_single_string_outputs_keep_their_raw_shape(sim, client):
+def test_list_and_single_string_outputs_both_become_one_list(sim, client):
     schnell = client.wait(client.create(SCHNELL, {"prompt": "a"}).id, timeout=10, interval=0.05)
     pro = client.wait(client.create("black-forest-labs/flux-pro", {"prompt": "a"}).id, timeout=10, interval=0.05)
-    assert isinstance(schnell.raw["output"], list)
-    assert isinstance(pro.raw["output"], str)
+    raw = {p.id: requests.get(f"{sim.url}/replicate/v1/predictions/{p.id}", headers={"Authorization": f"Bearer {KEY}"},
+                              timeout=5).json()["output"] for p in (schnell, pro)}
+    assert isinstance(raw[schnell.id], list) and isinstance(raw[pro.id], str)
     assert len(schnell.output) == len(pro.output) == 1
 
 
@@ -262,7 +264,11 @@ def test_ids_are_validated_before_any_request(sim, client):
 
 def test_no_request_ever_goes_to_the_urls_the_api_hands_out(sim, client):
     done = client.wait(client.create(SCHNELL, {"prompt": "a"}).id, timeout=10, interval=0.05)
-    assert "replicate.com" in done.raw["urls"]["get"]
+    handed_out = requests.get(f"{sim.url}/replicate/v1/predictions/{done.id}", timeout=5,
+                              headers={"Authorization": f"Bearer {KEY}"}).json()["urls"]
+    assert "replicate.com" in handed_out["get"]
+    sim.clear_requests()
+    client.get(done.id)
     assert {r["path"].split("/")[1] for r in sim.requests} == {"replicate"}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import threading
+from urllib.parse import urlsplit
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -57,6 +58,10 @@ class Web:
         self.host, self.port = host, self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
+    @property
+    def origin(self) -> str:
+        return f"{self.host}:{self.port}"
+
     def url(self, path: str) -> str:
         return f"http://{self.host}:{self.port}{path}"
 
@@ -94,7 +99,7 @@ def test_an_output_of_the_stand_in_is_fetched_and_no_key_goes_with_it(sim, clien
     prediction = client.wait(client.create("black-forest-labs/flux-schnell", {"prompt": "a red fox"}).id, timeout=10)
     sim.clear_requests()
 
-    stored = fetch_output(prediction.output[0], allow_private=True)
+    stored = fetch_output(prediction.output[0], private_origin=urlsplit(sim.url).netloc)
 
     assert stored.content_type == "image/webp"
     assert stored.source_url == prediction.output[0]
@@ -108,7 +113,7 @@ def test_credentials_from_the_environment_are_never_sent(web, monkeypatch, tmp_p
     netrc.write_text("machine 127.0.0.1 login someone password secret\n")
     monkeypatch.setenv("NETRC", str(netrc))
 
-    fetch_output(web.route("/a.png", headers={"Content-Type": "image/png"}, body=png_bytes()), allow_private=True)
+    fetch_output(web.route("/a.png", headers={"Content-Type": "image/png"}, body=png_bytes()), private_origin=web.origin)
 
     assert "authorization" not in web.seen[0]["headers"]
 
@@ -116,7 +121,7 @@ def test_credentials_from_the_environment_are_never_sent(web, monkeypatch, tmp_p
 def test_a_generically_labelled_image_gets_its_real_type_from_the_bytes(web):
     url = web.route("/blob", headers={"Content-Type": "application/octet-stream"}, body=png_bytes())
 
-    stored = fetch_output(url, allow_private=True)
+    stored = fetch_output(url, private_origin=web.origin)
 
     assert stored == StoredFile("image/png", png_bytes(), url)
 
@@ -126,14 +131,14 @@ def test_what_is_not_an_image_is_refused(web, content_type):
     url = web.route("/thing", headers={"Content-Type": content_type}, body=b"<svg onload='alert(1)'/>")
 
     with pytest.raises(FetchError, match="not an image|not a web image|cannot|can be read"):
-        fetch_output(url, allow_private=True)
+        fetch_output(url, private_origin=web.origin)
 
 
 def test_an_image_label_on_bytes_that_are_no_image_is_refused(web):
     url = web.route("/fake.png", headers={"Content-Type": "image/png"}, body=b"\x89PNG but not really")
 
     with pytest.raises(FetchError, match="not an image that can be read"):
-        fetch_output(url, allow_private=True)
+        fetch_output(url, private_origin=web.origin)
 
 
 def test_a_file_larger_than_the_cap_is_refused_with_or_without_a_declared_length(web):
@@ -142,7 +147,7 @@ def test_a_file_larger_than_the_cap_is_refused_with_or_without_a_declared_length
 
     for url in (declared, streamed):
         with pytest.raises(FetchError, match="allowed"):
-            fetch_output(url, allow_private=True, max_bytes=1000)
+            fetch_output(url, private_origin=web.origin, max_bytes=1000)
 
 
 def test_up_to_three_redirects_are_followed_and_a_fourth_is_refused(web):
@@ -150,9 +155,9 @@ def test_up_to_three_redirects_are_followed_and_a_fourth_is_refused(web):
     for hop in (1, 2, 3, 4):
         web.redirect(f"/hop{hop}", web.url(f"/hop{hop + 1}") if hop < 4 else image)
 
-    assert fetch_output(web.url("/hop2"), allow_private=True).source_url == web.url("/hop2")
+    assert fetch_output(web.url("/hop2"), private_origin=web.origin).source_url == web.url("/hop2")
     with pytest.raises(FetchError, match="more than 3 redirects"):
-        fetch_output(web.url("/hop1"), allow_private=True)
+        fetch_output(web.url("/hop1"), private_origin=web.origin)
 
 
 def test_a_redirect_to_a_local_host_is_refused_when_private_hosts_are_not_allowed(web, other_web, monkeypatch):
@@ -163,9 +168,9 @@ def test_a_redirect_to_a_local_host_is_refused_when_private_hosts_are_not_allowe
     direct = other_web.route("/ok.png", headers={"Content-Type": "image/png"}, body=png_bytes())
     bounce = other_web.redirect("/bounce", target)
 
-    assert fetch_output(direct, allow_private=False).content_type == "image/png"
+    assert fetch_output(direct).content_type == "image/png"
     with pytest.raises(FetchError, match="private, local or reserved"):
-        fetch_output(bounce, allow_private=False)
+        fetch_output(bounce)
     assert web.seen == []  # the local host was never contacted
 
 
@@ -176,7 +181,7 @@ def test_a_redirect_to_a_local_host_is_refused_when_private_hosts_are_not_allowe
 )
 def test_private_and_local_hosts_are_refused_before_connecting(url):
     with pytest.raises(FetchError, match="private, local or reserved"):
-        fetch_output(url, allow_private=False)
+        fetch_output(url)
 
 
 @pytest.mark.parametrize(
@@ -186,18 +191,18 @@ def test_private_and_local_hosts_are_refused_before_connecting(url):
 )
 def test_other_schemes_are_refused(url):
     with pytest.raises(FetchError, match="only http"):
-        fetch_output(url, allow_private=True)
+        fetch_output(url, private_origin="example.com:80")
 
 
 def test_a_redirect_to_another_scheme_is_refused(web):
     with pytest.raises(FetchError, match="a file: URL"):
-        fetch_output(web.redirect("/to-file", "file:///etc/passwd"), allow_private=True)
+        fetch_output(web.redirect("/to-file", "file:///etc/passwd"), private_origin=web.origin)
 
 
 def test_a_url_carrying_a_password_is_refused(web):
     url = web.route("/a.png", headers={"Content-Type": "image/png"}, body=png_bytes())
     with pytest.raises(FetchError, match="user name or password") as caught:
-        fetch_output(url.replace("http://", "http://user:hunter2@"), allow_private=True)
+        fetch_output(url.replace("http://", "http://user:hunter2@"), private_origin=web.origin)
     assert "hunter2" not in str(caught.value)
     assert web.seen == []
 
@@ -205,7 +210,7 @@ def test_a_url_carrying_a_password_is_refused(web):
 def test_a_data_uri_is_decoded():
     uri = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
 
-    stored = fetch_output(uri, allow_private=False)
+    stored = fetch_output(uri)
 
     assert stored == StoredFile("image/png", png_bytes(), "data:image/png;base64,...")
 
@@ -219,17 +224,17 @@ def test_a_data_uri_is_decoded():
 )
 def test_a_data_uri_that_is_not_a_base64_image_is_refused(uri):
     with pytest.raises(FetchError, match="Refused a data: URI|not an image"):
-        fetch_output(uri, allow_private=False)
+        fetch_output(uri)
 
 
 def test_errors_say_whether_a_later_try_may_work(web):
     web.route("/busy", status=503)
     with pytest.raises(FetchError) as missing:
-        fetch_output(web.url("/expired.png"), allow_private=True)
+        fetch_output(web.url("/expired.png"), private_origin=web.origin)
     with pytest.raises(FetchError) as busy:
-        fetch_output(web.url("/busy"), allow_private=True)
+        fetch_output(web.url("/busy"), private_origin=web.origin)
     with pytest.raises(FetchError) as refused:
-        fetch_output("http://127.0.0.1:1/x.png", allow_private=True)
+        fetch_output("http://127.0.0.1:1/x.png", private_origin="127.0.0.1:1")
 
     assert missing.value.gone and not missing.value.retryable
     assert busy.value.retryable and not busy.value.gone
