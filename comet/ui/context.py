@@ -97,6 +97,7 @@ def _personal_connection(config: Settings, personal_key: str) -> Connection:
     if held is None or held[0] != fingerprint:
         held = (fingerprint, Client(config.base_url, personal_key))
         st.session_state[SESSION_CLIENT_KEY] = held
+        _scrub_once(store_id, fingerprint, _store=store, _key=personal_key)
     return Connection(client=held[1], store=store, tracker=tracker, demo=False,
                       label=f"{config.base_host} · your key", personal=True)
 
@@ -135,7 +136,19 @@ def _client(base_url: str, fingerprint: str, *, _key: str) -> Client:
 
 @st.cache_resource(show_spinner=False, on_release=Store.close)
 def _store(store_id: str, *, _settings: Settings) -> Store:
-    return Store.for_settings(_settings)
+    store = Store.for_settings(_settings)
+    if _settings.api_key:  # older releases stored whatever an echoing upstream sent: mask it now
+        _scrub_once(store_id, _fingerprint(_settings.base_url, _settings.api_key), _store=store,
+                    _key=_settings.api_key)
+    return store
+
+
+@st.cache_resource(show_spinner=False)
+def _scrub_once(store_id: str, fingerprint: str, *, _store: Store, _key: str) -> bool:
+    """Mask a key in rows stored before this release scrubbed answers: once per key and store in
+    this process (a scan of the text columns, only matching rows are written)."""
+    _store.scrub_secrets([_key])
+    return True
 
 
 @st.cache_resource(show_spinner=False, on_release=Tracker.stop)

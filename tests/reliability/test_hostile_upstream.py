@@ -431,3 +431,43 @@ def test_bombs_keep_server_memory_bounded(upstream):
     print("bomb figures:", figures)
     assert "pixels is more than" in figures["image"] and "too large" in figures["body"]
     assert figures["image_mb"] < 300 and figures["body_mb"] < 300
+
+
+def test_an_echoed_key_never_reaches_the_page(upstream, app_env):
+    """Tracking a prediction whose every field echoes the key: the page shows the error, masked."""
+    from conftest import open_app
+
+    echoed = pid("page")
+    upstream.status_route(echoed, echo_key)
+    at = open_app("pages/history.py", COMETAPI_KEY=KEY, COMETAPI_BASE_URL=upstream.url)
+    box = next(t for t in at.text_input if t.label == "Prediction id")
+    box.input(echoed)
+    next(b for b in at.button if b.label == "Track this prediction").click().run()
+    at.run()
+    shown = "\n".join(str(getattr(e, "value", "")) for e in list(at.main) + list(at.sidebar))
+    assert not at.exception
+    assert "bad request from ***" in shown.replace("\\", "")  # the error is shown (escaped), masked
+    assert KEY not in shown and KEY not in str(at.query_params)
+
+
+def test_a_key_stored_by_an_older_release_is_masked_when_the_app_starts(upstream, app_env):
+    from conftest import open_app
+
+    settings = Settings.from_sources({"COMETAPI_KEY": KEY}, {"COMET_DATA_DIR": str(app_env)})
+    old = Store.for_settings(settings)
+    # As an older release stored an echoing upstream's answer (Prediction built without scrubbing).
+    old.record(Prediction(id=pid("old"), model=SCHNELL, status="failed", error=f"bad key {KEY}",
+                          logs=f"Bearer {KEY}", input={"prompt": "old"}))
+    old.record(Prediction(id=pid("clean"), model=SCHNELL, status="failed", error="nothing secret"))
+    old.close()
+
+    at = open_app("pages/history.py", COMETAPI_KEY=KEY, COMETAPI_BASE_URL=upstream.url)
+    assert not at.exception
+    check = Store.for_settings(settings)
+    try:
+        leaked, clean = check.get(pid("old")), check.get(pid("clean"))
+        assert (leaked.error, leaked.logs_tail) == ("bad key ***", "Bearer ***")
+        assert clean.error == "nothing secret"
+        assert KEY not in spreadsheet_csv(check.export_rows())
+    finally:
+        check.close()
