@@ -27,6 +27,7 @@ import base64
 import io
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from .config import Settings
 from .errors import CometError
 from .fetch import StoredFile, source_label
-from .prediction import SUCCEEDED, TERMINAL, Prediction, progress_from_logs
+from .prediction import STARTING, SUCCEEDED, TERMINAL, Prediction, progress_from_logs
 
 # 1: first release. 2: lease columns (lease_owner, lease_until) for several trackers on one database.
 SCHEMA_VERSION = 2
@@ -52,6 +53,27 @@ THUMBNAIL_SIDE = 128
 THUMBNAIL_TYPE = "image/jpeg"
 ACTIVE, DONE, GAVE_UP = "active", "done", "gave_up"
 PAGE_COLUMNS = ["id", "model", "status", "prompt", "created", "run_time", "creator", "outputs", "thumbnail"]
+
+# Anything the upstream sent may be stored, and older releases stored it unchecked: writes fit
+# text to its column (PostgreSQL refuses a longer value, and the answer would be lost) and reads
+# turn what no view can show into "unknown", so one bad row shows as bad and the others as usual.
+MODEL_CHARS, STATUS_CHARS, CREATOR_CHARS = 200, 32, 200  # the column widths below
+TEXT_CHARS = 4000  # error and note: a message, not a dump
+# Times outside this window are unknown (None / NaT): pandas cannot hold years past 2262, and no
+# prediction was made before 2000 or will be after 2100.
+EARLIEST_EPOCH = 946_684_800.0  # 2000-01-01T00:00:00Z
+LATEST_EPOCH = 4_102_444_800.0  # 2100-01-01T00:00:00Z
+# Where a row's own times are all unknown, Records say 1970-01-01: stable (the row does not move
+# between reads), plainly "no date" to a reader, and old enough that the tracker gives up on it
+# rather than polling a prediction that looks newly made on every read (as "now" would).
+UNKNOWN_TIME = datetime.fromtimestamp(0, timezone.utc)
+# Longest text per cell of the History page's table (what every page load ships to the browser);
+# the detail view and the CSV have the rest.
+PAGE_TEXT_CHARS = {"id": 64, "model": 64, "status": 64, "prompt": 300, "creator": 100}
+MIN_SECRET_CHARS = 8  # shorter "secrets" would match ordinary text
+SCRUBBED = "***"
+# Every text column an upstream answer (or a visitor) can fill: where a leaked key could sit.
+_SECRET_COLUMNS = ("model", "status", "input", "prompt", "error", "logs_tail", "note", "output_urls", "creator")
 
 # Waits between attempts of a read or write that hit a transient error (a restarting server, a
 # dropped connection, a locked SQLite file): five attempts over about three seconds.
@@ -264,7 +286,7 @@ class Store:
         now = time.time()
         values = _prediction_values(prediction)
         values.setdefault("created_at", now)  # the API normally sends it; ordering needs one
-        row = {"id": prediction.id, "creator": creator, "recorded_at": now, "updated_at": now,
+        row = {"id": prediction.id, "creator": _storable(creator, CREATOR_CHARS), "recorded_at": now, "updated_at": now,
                "next_poll_at": now, **values}
         try:
             self._write(lambda conn: conn.execute(sa.insert(predictions).values(row)))
@@ -291,7 +313,7 @@ class Store:
             **_prediction_values(prediction),
             "updated_at": now,
             "last_polled_at": now,
-            "note": note,
+            "note": _storable(note, TEXT_CHARS),
             "poll_failures": 0 if note is None else p.poll_failures + 1,
         }
         if next_poll_at is not None:
@@ -351,7 +373,7 @@ class Store:
         keep_lease: bool = False,
     ) -> bool:
         return self._change(prediction_id, {
-            "note": note, "next_poll_at": next_poll_at, "last_polled_at": time.time(),
+            "note": _storable(note, TEXT_CHARS), "next_poll_at": next_poll_at, "last_polled_at": time.time(),
             "poll_failures": predictions.c.poll_failures + 1, "updated_at": time.time()}, owner, keep_lease)
 
     def give_up(
@@ -359,10 +381,46 @@ class Store:
     ) -> bool:
         """Stop tracking and say why, keeping `latest` (the last answer) if there is one."""
         now = time.time()
-        values: dict[str, Any] = {"tracking": GAVE_UP, "note": note, "updated_at": now}
+        values: dict[str, Any] = {"tracking": GAVE_UP, "note": _storable(note, TEXT_CHARS), "updated_at": now}
         if latest is not None:
             values = {**_prediction_values(latest), "last_polled_at": now, "poll_failures": 0, **values}
         return self._change(prediction_id, values, owner)
+
+    def scrub_secrets(self, secrets: Iterable[str]) -> int:
+        """Replace every occurrence of each secret (an API key) with "***" wherever history keeps
+        upstream or visitor text: an upstream that echoed the Bearer key into its error, logs or
+        request id got it stored by older releases. Secrets shorter than MIN_SECRET_CHARS are
+        ignored (they would match ordinary text). One UPDATE per table, touching only rows that
+        hold a secret; returns how many rows changed."""
+        # Longest first, so a secret that contains another is replaced whole.
+        found = sorted({s for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET_CHARS},
+                       key=len, reverse=True)
+        if not found:
+            return 0
+
+        def scrubbed(column: sa.ColumnElement) -> sa.ColumnElement:
+            for secret in found:
+                column = sa.func.replace(column, secret, SCRUBBED)
+            return column
+
+        def scrub(conn: sa.Connection, table: sa.Table, names: Iterable[str]) -> int:
+            columns = [table.c[name] for name in names]
+            query = (
+                sa.update(table)
+                # LIKE finds the candidates (autoescape: % and _ in a key match literally) ...
+                .where(sa.or_(*(c.contains(s, autoescape=True) for c in columns for s in found)))
+                # ... and this leaves out rows SQLite's case-insensitive LIKE matched but
+                # replace() (case-sensitive) would not change, so they are neither written nor counted.
+                .where(sa.or_(*(scrubbed(c) != c for c in columns)))
+                .values({c.name: scrubbed(c) for c in columns})
+            )
+            return conn.execute(query).rowcount
+
+        changed = self._write(lambda conn: scrub(conn, predictions, _SECRET_COLUMNS)
+                              + scrub(conn, outputs, ["source_url"]))
+        if changed:
+            _log.warning("removed a leaked API key from %d history rows", changed)
+        return changed
 
     # ---- leases: one tracker polls a prediction at a time ----------------------------------
 
@@ -508,8 +566,12 @@ class Store:
         """One page of history, newest first, filtered and paged in SQL; columns PAGE_COLUMNS.
         `thumbnail` is a data: URI of the first output's thumbnail, or None."""
         p = predictions.c
+        # Long text is cut in SQL (one character more than shown, to know it was cut): a row
+        # holding a megabyte of status must not make every page load ship it.
+        shortened = {name: sa.func.substr(p[name], 1, chars + 1).label(name) for name, chars in PAGE_TEXT_CHARS.items()}
         query = (
-            sa.select(p.id, p.model, p.status, p.prompt, p.created_at, p.run_time, p.creator, p.output_count)
+            sa.select(shortened["id"], shortened["model"], shortened["status"], shortened["prompt"], p.created_at,
+                      p.run_time, shortened["creator"], p.output_count)
             .where(*_filters(statuses, models, text, creator))
             .order_by(p.created_at.desc(), p.id.desc())
             .limit(limit)
@@ -522,7 +584,10 @@ class Store:
 
         rows, thumbnails = self._read(read)
         frame = pd.DataFrame([tuple(row) for row in rows], columns=PAGE_COLUMNS[:-1])
+        for name, chars in PAGE_TEXT_CHARS.items():
+            frame[name] = frame[name].map(lambda value, chars=chars: _clipped(value, chars))
         frame["created"] = _datetimes(frame["created"])
+        frame["run_time"] = _durations(frame["run_time"])
         # object dtype keeps None for "no thumbnail" (pandas would turn it into NaN in a str column)
         frame["thumbnail"] = pd.Series([thumbnails.get(row.id) for row in rows], dtype=object)
         return frame
@@ -564,6 +629,7 @@ class Store:
         frame = pd.DataFrame([tuple(row) for row in rows], columns=[c.name for c in columns])
         for name in ("created_at", "started_at", "completed_at"):
             frame[name] = _datetimes(frame[name])
+        frame["run_time"] = _durations(frame["run_time"])
         return frame
 
     # ---- internals ------------------------------------------------------------------------
@@ -749,19 +815,20 @@ def _prediction_values(prediction: Prediction) -> dict[str, Any]:
     """Columns an API answer fills. Fields the answer leaves empty are omitted, so a thin answer
     (for example `output: null` once the files expired) never erases what is already known."""
     values = {
-        "model": prediction.model,
+        "model": _storable(prediction.model, MODEL_CHARS),
         "input": json.dumps(prediction.input) if prediction.input else None,
-        "prompt": prediction.prompt,
-        "error": prediction.error,
-        "logs_tail": prediction.logs[-LOGS_TAIL_CHARS:],
+        "prompt": _storable(prediction.prompt),
+        "error": _storable(prediction.error, TEXT_CHARS),
+        "logs_tail": _storable(prediction.logs[-LOGS_TAIL_CHARS:]),
         "created_at": _epoch(prediction.created_at),
         "started_at": _epoch(prediction.started_at),
         "completed_at": _epoch(prediction.completed_at),
-        "run_time": prediction.run_time,
+        "run_time": _duration(prediction.run_time),
         "output_urls": json.dumps([source_label(u) for u in prediction.output]) if prediction.output else None,
     }
     values = {name: value for name, value in values.items() if value not in (None, "")}
-    return {**values, "status": prediction.status, "data_removed": prediction.data_removed}
+    return {**values, "status": _storable(prediction.status, STATUS_CHARS) or STARTING,
+            "data_removed": bool(prediction.data_removed)}
 
 
 def _filters(
@@ -811,22 +878,108 @@ _TIME_COLUMNS = ("created_at", "started_at", "completed_at", "recorded_at", "upd
 
 
 def _record(row: Any, outputs_info: list[OutputInfo]) -> Record:
+    """A row as a Record, whatever it holds: a value no view could show reads as unknown (times
+    None, run time None, input {}, links []), and text is cut to what its column allows."""
     values = dict(row)
     for name in _TIME_COLUMNS:
         values[name] = _datetime(values[name])
-    values["input"] = json.loads(values["input"])
-    values["output_urls"] = json.loads(values["output_urls"])
+    # The times a Record always has: the first known of the three, else UNKNOWN_TIME.
+    known = [values[name] for name in ("created_at", "recorded_at", "updated_at") if values[name] is not None]
+    for name in ("created_at", "recorded_at", "updated_at"):
+        values[name] = values[name] or (known[0] if known else UNKNOWN_TIME)
+    values["model"] = _clipped(values["model"], MODEL_CHARS) or ""
+    values["status"] = _clipped(values["status"], STATUS_CHARS) or ""
+    values["prompt"] = "" if values["prompt"] is None else str(values["prompt"])
+    values["error"] = _clipped(values["error"], TEXT_CHARS)
+    values["note"] = _clipped(values["note"], TEXT_CHARS)
+    values["creator"] = _clipped(values["creator"], CREATOR_CHARS)
+    values["logs_tail"] = str(values["logs_tail"] or "")[-LOGS_TAIL_CHARS:]
+    values["run_time"] = _duration(values["run_time"])
+    values["input"] = _json(values["input"], dict)
+    values["output_urls"] = [url for url in _json(values["output_urls"], list) if isinstance(url, str)]
     values["data_removed"] = bool(values["data_removed"])
+    values["poll_failures"] = _count(values["poll_failures"])
+    values["output_count"] = _count(values["output_count"])
     return Record(**values, outputs=outputs_info)
 
 
+def _storable(text: str | None, limit: int | None = None) -> str | None:
+    """Text as both databases take it: cut to `limit` characters (its column's width), without
+    NUL (PostgreSQL refuses it) or lone surrogates (not UTF-8: neither driver can send them)."""
+    if text is None:
+        return None
+    text = str(text)
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
+def _clipped(value: object, limit: int) -> str | None:
+    """Stored text cut to `limit` characters for showing (an ellipsis says it was cut)."""
+    if value is None:
+        return None
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _json(text: object, kind: type) -> Any:
+    """A stored JSON column as `kind` (dict or list); an empty one if unreadable or of another kind."""
+    try:
+        value = json.loads(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError, RecursionError):
+        return kind()
+    return value if isinstance(value, kind) else kind()
+
+
+def _count(value: object) -> int:
+    try:
+        return max(int(value), 0)  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
+def _number(value: object) -> float | None:
+    """A stored number as a finite float, or None (NULL, NaN, infinite, text)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _duration(value: object) -> float | None:
+    """A run time in seconds: finite and not negative, else unknown."""
+    number = _number(value)
+    return number if number is not None and number >= 0 else None
+
+
+def _epoch_seconds(value: object) -> float | None:
+    """Epoch seconds inside EARLIEST_EPOCH..LATEST_EPOCH, else None."""
+    number = _number(value)
+    return number if number is not None and EARLIEST_EPOCH <= number < LATEST_EPOCH else None
+
+
 def _epoch(moment: datetime | None) -> float | None:
-    return moment.timestamp() if moment else None
+    return _epoch_seconds(moment.timestamp()) if moment else None
 
 
-def _datetime(seconds: float | None) -> datetime | None:
+def _datetime(seconds: object) -> datetime | None:
+    """A stored time as an aware UTC datetime; None when unknown or outside the window."""
+    seconds = _epoch_seconds(seconds)
     return datetime.fromtimestamp(seconds, timezone.utc) if seconds is not None else None
 
 
 def _datetimes(column: pd.Series) -> pd.Series:
-    return pd.to_datetime(column.astype("float64"), unit="s", utc=True)
+    """A column of stored times as datetimes; NaT where a value is unknown or outside the window
+    (pandas would raise OutOfBoundsDatetime for year 9999, and fail the whole page or export)."""
+    numbers = pd.to_numeric(column, errors="coerce").astype("float64")
+    numbers = numbers.where((numbers >= EARLIEST_EPOCH) & (numbers < LATEST_EPOCH))
+    return pd.to_datetime(numbers, unit="s", utc=True)
+
+
+def _durations(column: pd.Series) -> pd.Series:
+    """A column of run times as floats; NaN where a value is unknown, infinite or negative."""
+    numbers = pd.to_numeric(column, errors="coerce").astype("float64")
+    return numbers.where(numbers.between(0, math.inf, inclusive="left"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import os
 import sqlite3
 import sys
@@ -14,6 +15,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from PIL import Image
@@ -526,3 +528,126 @@ def test_the_database_url_setting_puts_the_history_there(database_url, tmp_path)
     assert again.count() == 1
     assert not (tmp_path / "data").exists(), "no SQLite file beside it"
     again.close()
+
+
+# ---- hostile values: rows older releases stored unchecked, answers too big, leaked keys ------------
+
+YEAR_9999 = 253402214400.0  # 9999-12-31T00:00:00Z: beyond what pandas can hold
+
+
+def insert_unchecked(database_url: str, n: int, **values) -> None:
+    """A row as an older release stored an answer: no checks, straight into the table."""
+    at = (START + timedelta(minutes=n)).timestamp()
+    row = {"id": pid(n), "model": SCHNELL, "status": "succeeded", "input": "{}", "prompt": "", "logs_tail": "",
+           "created_at": at, "recorded_at": at, "updated_at": at, "poll_failures": 0, "tracking": "done",
+           "output_urls": "[]", "data_removed": False, "output_count": 0, **values}
+    engine = sa.create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(predictions).values(row))
+    engine.dispose()
+
+
+def test_impossible_times_and_run_times_read_as_unknown_and_the_row_still_reads(store, database_url):
+    minute = lambda n: (START + timedelta(minutes=n)).timestamp()  # noqa: E731
+    insert_unchecked(database_url, 1, created_at=YEAR_9999, run_time=math.inf)
+    insert_unchecked(database_url, 2, created_at=-1e12, recorded_at=-1e12, run_time=-5.0)
+    insert_unchecked(database_url, 3, created_at=YEAR_9999, recorded_at=math.inf, updated_at=-1e12,
+                     run_time=math.nan)
+    insert_unchecked(database_url, 4, run_time=2.5)  # an ordinary row
+
+    # A Record always has its three times: the first sane one of created, recorded, updated...
+    assert store.get(pid(1)).created_at == datetime.fromtimestamp(minute(1), timezone.utc)
+    assert store.get(pid(2)).created_at == datetime.fromtimestamp(minute(2), timezone.utc)  # updated_at
+    # ...else 1970-01-01, which reads as "no date" and never moves.
+    assert store.get(pid(3)).created_at == store.get(pid(3)).updated_at == datetime(1970, 1, 1, tzinfo=timezone.utc)
+    assert [store.get(pid(n)).run_time for n in (1, 2, 3)] == [None, None, None]
+    ordinary = store.get(pid(4))
+    assert (ordinary.created_at, ordinary.run_time) == (START + timedelta(minutes=4), 2.5)
+
+    # The page and the export hold every row; an unknown time is NaT, an impossible run time NaN.
+    page = store.page().set_index("id")
+    export = store.export_rows().set_index("id")
+    for frame, created in ((page, "created"), (export, "created_at")):
+        assert frame[created].isna().to_dict() == {pid(4): False, pid(3): True, pid(2): True, pid(1): True}
+        assert frame.loc[pid(4), created] == pd.Timestamp(START + timedelta(minutes=4))
+        assert frame["run_time"].to_dict() == pytest.approx({pid(4): 2.5, pid(3): math.nan, pid(2): math.nan,
+                                                              pid(1): math.nan}, nan_ok=True)
+    assert len(store.export_rows().to_csv(index=False).splitlines()) == 1 + 4
+
+
+def test_stored_json_that_does_not_parse_reads_as_empty(store, database_url):
+    insert_unchecked(database_url, 1, input="{not json", output_urls="oops")
+    insert_unchecked(database_url, 2, input="[1, 2]", output_urls='{"a": 1}')  # JSON, of the wrong kind
+    insert_unchecked(database_url, 3, input='{"prompt": "a cat"}', output_urls='["https://x.example/0.png", 7]')
+
+    assert [(store.get(pid(n)).input, store.get(pid(n)).output_urls) for n in (1, 2)] == [({}, []), ({}, [])]
+    readable = store.get(pid(3))
+    assert (readable.input, readable.output_urls) == ({"prompt": "a cat"}, ["https://x.example/0.png"])
+
+
+def test_huge_stored_text_is_cut_for_every_view_and_ordinary_text_is_kept(store, database_url):
+    # PostgreSQL enforces the column widths; SQLite (and older rows there) can hold a megabyte anywhere.
+    wide = 1_000_000 if is_sqlite(database_url) else None
+    megabyte = "x" * 1_000_000
+    insert_unchecked(database_url, 1, status="s" * (wide or 32), model="m" * (wide or 200), error=megabyte,
+                     note=megabyte, logs_tail=megabyte, prompt=megabyte, creator="c" * (wide or 200))
+    insert_unchecked(database_url, 2, status="failed", error="out of memory", note="gave up", prompt="a cat",
+                     creator="ana")
+
+    huge = store.get(pid(1))
+    assert len(huge.status) <= 33 and len(huge.model) <= 201 and len(huge.creator) <= 201
+    assert len(huge.error) <= 4001 and len(huge.note) <= 4001 and len(huge.logs_tail) <= 4096
+    ordinary = store.get(pid(2))
+    assert (ordinary.status, ordinary.error, ordinary.note, ordinary.creator) == ("failed", "out of memory",
+                                                                                  "gave up", "ana")
+    # The History page's frame is shipped on every load: a few hundred characters a cell at most.
+    page = store.page().drop(columns="thumbnail").set_index("id")
+    assert max(len(str(cell)) for cell in page.loc[pid(1)]) <= 301
+    assert list(page.loc[pid(2), ["status", "prompt", "creator"]]) == ["failed", "a cat", "ana"]
+
+
+def test_an_answer_too_big_for_its_columns_is_stored_cut_rather_than_lost(store):
+    # Built directly (as an older, unchecking parser did): PostgreSQL refuses a 33-character status
+    # or a NUL, which would have lost the whole answer.
+    store.record(Prediction(id=pid(1), model="m" * 1000, status="s" * 1000, error="e" * 1_000_000 + "\x00\ud800",
+                            logs="l" * 1_000_000, created_at=datetime(9999, 12, 31, tzinfo=timezone.utc)))
+    store.update(Prediction(id=pid(1), model="m" * 1000, status="s" * 1000), note="n" * 1_000_000)
+    store.record(prediction(2, status="failed", error="boom"))
+
+    cut = store.get(pid(1))
+    assert (len(cut.model), len(cut.status), len(cut.note)) == (200, 32, 4000)
+    assert len(cut.error) <= 4000 and "\x00" not in cut.error
+    assert abs(cut.created_at - cut.recorded_at) < timedelta(seconds=5)  # year 9999 was not stored
+    kept = store.get(pid(2))
+    assert (kept.status, kept.error, kept.created_at) == ("failed", "boom", START + timedelta(minutes=2))
+
+
+def test_a_leaked_key_is_scrubbed_from_every_column_that_held_it_and_nothing_else(store):
+    other = "cmt-visitor-key-9f8e7d6c5b4a"
+    leaky = prediction(1, status="failed", prompt=f"a cat {KEY}", error=f"401 for Bearer {KEY} (request id: {KEY})",
+                       logs=f"auth {KEY}\nand {other}", output=[f"https://replicate.delivery/{KEY}/0.png"])
+    store.record(leaky, creator="ana")
+    store.update(leaky, note=f"last check said {KEY}")
+    store.record(prediction(2, status="succeeded", prompt="a dog", output=["https://replicate.delivery/b/0.png"]))
+    store.save_outputs(pid(2), [StoredFile("image/png", image(), f"https://replicate.delivery/{KEY}/0.png")])
+    store.record(prediction(3, status="failed", prompt="a bird", error=f"{KEY.upper()} is not it"))
+    before = {n: store.get(pid(n)) for n in (2, 3)}
+
+    changed = store.scrub_secrets([KEY, other, "sk-test", "abc"])
+
+    assert changed == 2  # prediction 1, and the stored output of prediction 2
+    scrubbed = store.get(pid(1))
+    assert KEY not in repr(scrubbed) and other not in repr(scrubbed)
+    assert scrubbed.error == "401 for Bearer *** (request id: ***)" and scrubbed.note == "last check said ***"
+    assert scrubbed.logs_tail == "auth ***\nand ***" and scrubbed.input == {"prompt": "a cat ***"}
+    assert scrubbed.output_urls == ["https://replicate.delivery/***/0.png"] and scrubbed.creator == "ana"
+    # Rows without the key are not written at all (an upper-cased look-alike is not the key).
+    assert {n: store.get(pid(n)) for n in (2, 3)} == before
+    assert store.scrub_secrets([KEY]) == 0  # nothing left to do
+
+
+def test_a_short_secret_is_never_scrubbed_from_ordinary_text(store):
+    store.record(prediction(1, status="failed", prompt="a cat", error="sk-test failed"))
+
+    assert store.scrub_secrets(["sk-test", "cat", ""]) == 0
+    assert (store.get(pid(1)).error, store.get(pid(1)).prompt) == ("sk-test failed", "a cat")

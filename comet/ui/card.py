@@ -7,16 +7,17 @@ itself every second; when it reaches a final state it reruns the page once so th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import datetime, timezone
 
 import streamlit as st
 
 from comet import catalog, errors, export, images
-from comet.prediction import seed_of
+from comet.prediction import is_valid_id, seed_of
 from comet.store import HistoryUnavailable, Record
 from comet.ui.context import Connection
-from comet.ui.safe import plain
+from comet.ui.safe import badge_label, plain
 
 HISTORY_PAGE = "pages/history.py"
 TICK_SECONDS = 1.0
@@ -32,30 +33,56 @@ STATUS_STYLE = {
 }
 
 
+UNKNOWN_STATUS_CHARS = 24  # an unknown status is the API's text: shown, but short
+MODEL_TITLE_CHARS = 64  # an unknown model is shown by its id, this long at most
+
+
 def status_badge(status: str) -> None:
     color, icon = STATUS_STYLE.get(status, ("violet", ":material/help:"))
-    st.badge(status, icon=icon, color=color)
+    # A badge's label is markdown: an unknown status is upstream text, so it is made inert.
+    label = status if status in STATUS_STYLE else badge_label(status, limit=UNKNOWN_STATUS_CHARS)
+    st.badge(label, icon=icon, color=color)
 
 
 def model_title(model_id: str) -> str:
+    """The catalog's title, else the id itself, trimmed. Plain text: escape it (plain) where
+    markdown shows it; widget options and table cells show it as it is."""
     model = catalog.MODELS.get(model_id)
-    return model.title if model else model_id
+    if model:
+        return model.title
+    model_id = str(model_id)
+    return model_id if len(model_id) <= MODEL_TITLE_CHARS else model_id[:MODEL_TITLE_CHARS] + "…"
 
 
-def seconds(value: float | None) -> str:
-    if value is None:
+def shown_id(prediction_id: str) -> str:
+    """An id for markdown: a code span when it is a valid id (letters, digits, - and _ cannot end
+    or escape one), else escaped text (a stored row may hold anything)."""
+    return f"`{prediction_id}`" if is_valid_id(prediction_id) else plain(prediction_id, limit=80)
+
+
+def seconds(value: object) -> str:
+    """A duration for people; "–" for one that is unknown or impossible (NaN, infinite,
+    negative: rows stored by older releases may hold them)."""
+    try:
+        value = float(value)  # None, text: unknown
+    except (TypeError, ValueError):
+        return "–"
+    if not math.isfinite(value) or value < 0:
         return "–"
     if value < 60:
         return f"{value:.1f} s"
+    if value >= 86_400:
+        return "over a day"
     minutes, rest = divmod(int(value), 60)
     return f"{minutes} min {rest:02d} s"
 
 
 def elapsed(record: Record) -> str:
     if record.is_terminal:
-        return f"ran {seconds(record.run_time)}" if record.run_time is not None else "finished"
+        shown = seconds(record.run_time)
+        return f"ran {shown}" if shown != "–" else "finished"
     since = (datetime.now(timezone.utc) - record.created_at).total_seconds()
-    return f"{seconds(max(since, 0.0))} so far"
+    return f"{seconds(max(since, 0.0))} so far"  # a creation time in the future counts as now
 
 
 def live_card(conn: Connection, prediction_id: str, *, key: str, on_reuse: Callable[[Record], None] | None = None) -> None:
@@ -67,7 +94,10 @@ def live_card(conn: Connection, prediction_id: str, *, key: str, on_reuse: Calla
 
 
 def _live(record: Record) -> bool:
-    return not record.is_terminal or record.tracking == "active"
+    # Only the tracker changes a row, so the card ticks while the tracker follows it (which also
+    # covers a success whose images are being saved). A row it no longer follows never changes:
+    # one an older release left with an unknown status and tracking ended must not tick forever.
+    return record.tracking == "active"
 
 
 def _card_body(conn: Connection, prediction_id: str, key: str, on_reuse, was_running: bool) -> None:
@@ -77,7 +107,7 @@ def _card_body(conn: Connection, prediction_id: str, key: str, on_reuse, was_run
         st.caption(":material/cloud_off: History unavailable, retrying…")
         return
     if record is None:
-        st.warning(f"Prediction `{prediction_id}` is not in this dashboard's history.")
+        st.warning(f"Prediction {shown_id(prediction_id)} is not in this dashboard's history.")
         return
     if was_running and not _live(record):
         st.rerun()  # a full rerun redraws the card without its timer
@@ -88,7 +118,9 @@ def _card_body(conn: Connection, prediction_id: str, key: str, on_reuse, was_run
         elif record.status == "succeeded":
             _images(conn, record, key)
         elif record.error:
-            st.error(f"**{record.status.capitalize()}:** {plain(record.error)}", icon=":material/error:")
+            # The status is the API's text too (any value, from older rows): escaped like the error.
+            status = plain(record.status.capitalize(), limit=UNKNOWN_STATUS_CHARS)
+            st.error(f"**{status}:** {plain(record.error)}", icon=":material/error:")
         if record.note:
             st.caption(plain(record.note))
         _actions(record, key, on_reuse)
@@ -97,7 +129,7 @@ def _card_body(conn: Connection, prediction_id: str, key: str, on_reuse, was_run
 def _header(record: Record) -> None:
     status_badge(record.status)
     st.markdown(f"**{plain(model_title(record.model))}** · {elapsed(record)}")
-    st.page_link(HISTORY_PAGE, label=f"`{record.id}`", icon=":material/link:", query_params={"id": record.id},
+    st.page_link(HISTORY_PAGE, label=shown_id(record.id), icon=":material/link:", query_params={"id": record.id},
                  help="Open in History: a link to share")
 
 
@@ -125,8 +157,10 @@ def _images(conn: Connection, record: Record, key: str) -> None:
     if not record.outputs:
         if record.data_removed:
             st.warning("The outputs expired upstream before they could be saved.")
-        else:
+        elif record.tracking == "active":
             st.info("Saving the images…", icon=":material/download:")
+        else:  # tracking ended without stored images: say so (the note, if any, says why)
+            st.warning("No image was saved for this prediction.", icon=":material/image_not_supported:")
         return
     columns = st.columns(min(len(record.outputs), 2))
     for n, output in enumerate(record.outputs):
@@ -180,4 +214,5 @@ def gallery(conn: Connection, prediction_ids: list[str], columns: int = 6) -> No
                 st.image(thumbnail[1], width="stretch")
             else:
                 status_badge(record.status)
-            st.page_link(HISTORY_PAGE, label=plain(record.prompt, limit=40) or record.id, query_params={"id": record.id})
+            st.page_link(HISTORY_PAGE, label=plain(record.prompt, limit=40) or shown_id(record.id),
+                         query_params={"id": record.id})

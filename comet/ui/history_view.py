@@ -167,8 +167,8 @@ def detail(conn: Connection, prediction_id: str) -> None:
         return
     record = conn.store.get(prediction_id)
     if record is None:
-        st.warning(f"Prediction `{prediction_id}` is not in this dashboard's history. If it was made elsewhere "
-                   "with this key, track it to add it.", icon=":material/search_off:")
+        st.warning(f"Prediction {card.shown_id(prediction_id)} is not in this dashboard's history. If it was made "
+                   "elsewhere with this key, track it to add it.", icon=":material/search_off:")
         track_form(conn, prediction_id, key="history.track-deep-link")
         _close_button()
         return
@@ -220,7 +220,7 @@ def track_form(conn: Connection, prefilled: str = "", *, key: str) -> None:
     try:
         prediction = conn.client.get(typed)
     except errors.NotFound:
-        st.error(f"CometAPI does not know prediction `{typed}` (for this key).")
+        st.error(f"CometAPI does not know prediction {card.shown_id(typed)} (for this key).")
         return
     except errors.CometError as exc:
         st.error(plain(str(exc)))
