@@ -5,7 +5,6 @@ import streamlit as st
 from comet import catalog
 from comet.ui import card, form, image_input, request_view, submit
 from comet.ui.chrome import page_setup, problem_list
-from comet.ui.safe import plain
 
 COMPARE_KEY = "compare.models"
 ATTEMPTED_KEY = "create.attempted"
@@ -39,8 +38,9 @@ with form_column:
 
     # Read as a return value, not an on_click callback: a callback would send the values from the
     # run before the click, losing a prompt typed just before pressing the button.
+    # While a create is in flight, a disabled "Sending…" stands in its place: one create per intent.
     label = "Generate" if not others else f"Generate with {len(outgoing)} models"
-    if st.button(label, type="primary", icon=":material/auto_awesome:", width="stretch"):
+    if submit.generate_button(label):
         st.session_state[ATTEMPTED_KEY] = True
         if not problems:
             submit.send(conn, outgoing)
@@ -48,11 +48,7 @@ with form_column:
         problem_list("Fix these before sending; nothing was sent:", problems, error=True)
     if warnings:
         problem_list("Heads-up:", warnings, error=False)
-    for failure in submit.failures():
-        with st.container(border=True):
-            st.error(f"**{plain(card.model_title(failure.model))}**: {plain(failure.message)}", icon=":material/error:")
-            if failure.request_id:
-                st.caption(f"Request id: `{plain(failure.request_id)}`")
+    submit.show_failures()
     request_view.request_preview(model.id, model_input, None if conn.demo else conn.client.base_url)
 
 with result_column:
