@@ -330,7 +330,7 @@ class Client:
     def _uncertain(self, why: str, **kwargs: Any) -> errors.CreateUncertain:
         return errors.CreateUncertain(
             f"CometAPI did not confirm the request ({why}). It may still have been accepted and "
-            "billed: check the History before sending it again.",
+            "billed: check your CometAPI usage before sending it again.",
             **kwargs,
         )
 

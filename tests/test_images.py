@@ -44,3 +44,13 @@ def test_an_image_wider_than_the_page_draws_is_scaled_once_keeping_its_shape():
 
 def test_data_that_is_not_an_image_is_passed_through_for_streamlit_to_report():
     assert for_display(b"not an image") == b"not an image"
+
+
+def test_an_upload_declaring_a_huge_canvas_is_refused_before_it_is_decoded():
+    from hostile import png_bomb
+
+    from comet.images import ImageProblem, read_image
+
+    assert read_image("photo.png", encoded((3000, 2000), "PNG")).width == 3000  # 6 MP: fine
+    with pytest.raises(ImageProblem, match="13000x13000 pixels"):
+        read_image("bomb.png", png_bomb())  # 169 MP in a file of a few hundred KB

@@ -19,6 +19,7 @@ from comet.sim import Sim
 from comet.store import Store
 from comet.tracker import Tracker
 from comet.ui.own_key import own_key
+from comet.ui.safe import plain
 
 DEMO_KEY = "demo-key"  # the stand-in accepts any non-empty key
 SESSION_CLIENT_KEY = "own.client"
@@ -51,7 +52,7 @@ def settings() -> Settings:
     try:
         return Settings.from_sources(read_secrets())
     except ValueError as exc:
-        st.error(str(exc), icon=":material/error:")
+        st.error(plain(str(exc)), icon=":material/error:")
         st.stop()
 
 

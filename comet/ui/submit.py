@@ -12,7 +12,6 @@ prediction itself: closing the tab or a rerun cannot drop one."""
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,12 +19,12 @@ from typing import Any
 
 import streamlit as st
 
-from comet import errors
+from comet import errors, redact
 from comet.ui.card import model_title
 from comet.ui.context import Connection, current_user
 from comet.ui.safe import plain
 
-log = logging.getLogger(__name__)
+log = redact.logger("comet.submit")
 
 GROUPS_KEY = "create.groups"  # this session's sends, newest first: each a list of prediction ids
 FAILURES_KEY = "create.failures"  # the last send's errors, shown beside the form
@@ -157,7 +156,7 @@ def show_failures() -> None:
             else:
                 st.error(text, icon=":material/error:")
             if failure.request_id:
-                st.caption(f"Request id: `{plain(failure.request_id)}`")
+                st.caption(f"Request id: {plain(failure.request_id)}")
 
 
 def groups() -> list[list[str]]:
