@@ -9,6 +9,11 @@ Validation is a helpful first pass, never a gate on what upstream accepts: unkno
 warnings and are sent as-is, so a parameter added upstream is usable before the catalog knows it.
 A ``None`` value means "not set" (a form sends ``None`` for an empty optional field): it is never a
 problem, except for a required parameter, and ``adapt_input`` drops it.
+
+What a model is sent is decided here too: ``starting_value`` (a field's value until the user sets
+it, given whether an input image is there) and ``compose`` (a compared model's input: the user's
+own choices where the model takes them, its own starting values for the rest, and a note for each
+choice left out or changed).
 """
 
 from __future__ import annotations
@@ -196,7 +201,7 @@ def validate(model_id: str, input: object) -> list[Problem]:
 def shared_params(model_ids: Iterable[str]) -> list[str]:
     """Parameters every model has with the same type, in the first model's order.
 
-    One input built from these can be sent to each of the models (the "compare" feature).
+    Comparing models does not send one shared input: ``compose`` builds each model its own.
     """
     models = [get_model(m) for m in model_ids]
     if not models:
@@ -206,6 +211,130 @@ def shared_params(model_ids: Iterable[str]) -> list[str]:
         for p in models[0].params
         if all((q := other.param(p.name)) is not None and q.type == p.type for other in models[1:])
     ]
+
+
+# --- what a model is sent: its own starting values, then the user's choices -------------------
+
+# The aspect ratio follows an input image once one is given: an edit keeps its photo's shape
+# (Kontext's own default). Resolution does not: a 12 MP photo would decide the size and the price.
+FOLLOWS_INPUT_IMAGE = "aspect_ratio"
+CUSTOM_SIZE_START = 1024  # width and height have no upstream default: `custom` starts here
+
+
+def starting_value(model: Model, param: Param, has_image: bool) -> Any:
+    """What a field holds until the user sets it: the model's default, fitted to the situation.
+
+    ``match_input_image`` has nothing to match without an input image, so a model whose default
+    it is (Kontext) starts text-to-image on its first real ratio; with an image the aspect ratio
+    starts on ``match_input_image`` wherever the model offers it.
+    """
+    if param.default is None and param.only_when and param.minimum is not None and param.maximum is not None:
+        return min(max(CUSTOM_SIZE_START, int(param.minimum)), int(param.maximum))
+    if param.choices and MATCH_INPUT_IMAGE in param.choices:
+        if has_image and param.name == FOLLOWS_INPUT_IMAGE:
+            return MATCH_INPUT_IMAGE
+        if not has_image and param.default == MATCH_INPUT_IMAGE:
+            return next(choice for choice in param.choices if choice != MATCH_INPUT_IMAGE)
+    return list(param.default) if isinstance(param.default, tuple) else param.default
+
+
+def refusal(param: Param, value: Any, has_image: bool = False) -> Problem | None:
+    """Why the parameter cannot take this one (non-None) value, or None when it can."""
+    return next(iter(errors(_value_problems(param, value, has_image))), None)
+
+
+@dataclass(frozen=True)
+class Composed:
+    """One model's request: its input, and what happened to the user's choices on the way."""
+
+    model: str
+    input: dict
+    notes: tuple[str, ...] = ()
+
+
+def compose(model_id: str, chosen: Mapping[str, Any], images: list[str] | tuple[str, ...] = (),
+            image_field: str | None = None) -> Composed:
+    """The input for a model from what the user chose for another one (comparing models).
+
+    Each chosen value the model takes is sent; everything else is the model's own starting value
+    (flux-dev gets its 28 steps, not schnell's 4). A chosen value it cannot take gets its starting
+    value instead, a parameter it lacks is left out, images go into its own image field (cut to
+    its count): each of these is a note. ``image_field`` names where the images came from.
+    """
+    model = get_model(model_id)
+    notes: list[str] = []
+    sent = _fit_images(model, list(images), image_field, notes)
+    body: dict[str, Any] = {}
+    for p in model.params:
+        if p.type in ("image", "images"):
+            if p.name == model.image_field and sent:
+                body[p.name] = sent if p.type == "images" else sent[0]
+            continue
+        value = chosen.get(p.name)
+        if value is not None and not p.required and (problem := refusal(p, value, bool(sent))):
+            refused, value = value, starting_value(model, p, bool(sent))
+            instead = f"{_short(value)} is sent instead" if value is not None else "it is not sent"
+            if p.choices is not None and _is_type(p.type, refused):  # the long list of choices says little
+                notes.append(f"{p.label} {_short(refused)} is not offered by {model.title}: {instead}.")
+            else:
+                notes.append(f"{problem.message} For {model.title}, {instead}.")
+        elif value is None:
+            value = starting_value(model, p, bool(sent))
+        if value is not None:
+            body[p.name] = value
+    for p in model.params:  # what the form would not send either
+        if p.name not in body:
+            continue
+        unmet = p.only_when and any(body.get(k, _default(model, k)) != v for k, v in p.only_when.items())
+        if unmet or (p.deprecated and body[p.name] == p.default):
+            del body[p.name]
+    for name in chosen:
+        if model.param(name) is None and name != image_field and chosen[name] is not None:
+            notes.append(f"{_label_of(name)} is not a parameter of {model.title}: not sent.")
+    return Composed(model_id, body, tuple(notes))
+
+
+def chosen_in(model_id: str, input: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of a whole input (a raw JSON body) that were set on purpose, as far as can be
+    told: the prompt, the seed, images, unknown keys, and every value other than the one the
+    form starts from (a body begun from the form holds all of the model's defaults)."""
+    model = get_model(model_id)
+    has_image = _has_image(model, input)
+    return {
+        k: v
+        for k, v in input.items()
+        if (p := model.param(k)) is None
+        or p.required
+        or k in ("seed", model.image_field)
+        or v != starting_value(model, p, has_image)
+    }
+
+
+def _fit_images(model: Model, images: list[str], source: str | None, notes: list[str]) -> list[str]:
+    if not images:
+        return []
+    if model.image_field is None:
+        notes.append(f"{model.title} takes no input image: {'they are' if len(images) > 1 else 'it is'} not sent.")
+        return []
+    field_ = model.param(model.image_field)
+    if len(images) > model.max_images:
+        if model.max_images == 1:
+            notes.append(f"{model.title} takes one input image: only the first of the {len(images)} is sent.")
+        else:
+            notes.append(f"{model.title} takes up to {model.max_images} input images: only the first "
+                         f"{model.max_images} of the {len(images)} are sent.")
+        images = images[: model.max_images]
+    if source and source != model.image_field and field_ is not None:
+        notes.append(f"Images are sent as {model.image_field}: {field_.help}")
+    return images
+
+
+def _label_of(name: str) -> str:
+    """A parameter's label from whichever model has it; unknown ones by their name."""
+    found = next((p for m in MODELS.values() if (p := m.param(name)) is not None), None)
+    if found is None:
+        return repr(name)
+    return found.label if found.label.lower().replace(" ", "_") == name else f"{found.label} ({name})"
 
 
 def adapt_input(model_id: str, input: dict) -> dict:
@@ -301,7 +430,7 @@ def _image_problems(name: str, label: str, value: Any) -> list[Problem]:
             if size <= DATA_URI_MAX_BYTES:
                 return []
             message = (
-                f"{label} is a {size // 1024} KB upload; uploads over {DATA_URI_MAX_BYTES // 1024} KB"
+                f"{label} is a {_size(size)} upload; uploads over {DATA_URI_MAX_BYTES // 1024} KB"
                 " may be refused upstream: prefer an https:// URL."
             )
             return [Problem(name, message, WARNING)]
@@ -360,6 +489,14 @@ def _match_input_problems(model: Model, given: Mapping[str, Any], has_image: boo
 def _default(model: Model, name: str) -> Any:
     p = model.param(name)
     return p.default if p else None
+
+
+def _size(size: int) -> str:
+    """Bytes as images.human_size writes them, so a size reads the same everywhere (images sits
+    above the catalog in the layering: it cannot be imported here)."""
+    if size < 1024 * 1024:
+        return f"{size / 1024:.0f} KB"
+    return f"{size / 1024 / 1024:.1f} MB"
 
 
 def _join(words: list[str]) -> str:

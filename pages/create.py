@@ -2,11 +2,10 @@
 
 import streamlit as st
 
-from comet import catalog
 from comet.ui import card, form, image_input, request_view, submit
 from comet.ui.chrome import page_setup, problem_list
+from comet.ui.safe import plain
 
-COMPARE_KEY = "compare.models"
 ATTEMPTED_KEY = "create.attempted"
 
 conn = page_setup()
@@ -16,40 +15,32 @@ form_column, result_column = st.columns([5, 6], gap="large")
 
 with form_column:
     model = form.model_picker()
-    others = st.multiselect(
-        "Compare with", [m for m in catalog.MODELS if m != model.id], key=COMPARE_KEY, max_selections=3,
-        format_func=card.model_title, placeholder="Optional: up to 3 more models, side by side",
-        help="The same prompt, and the parameters these models share, go to every model at once.",
-    )
-    form.parameter_form(model)
-    images = image_input.image_inputs(model)
+    others = form.compare_picker(model)
+    # While the JSON editor is on, it is what is sent: the form is drawn paused, not in charge.
+    json_mode = request_view.raw_mode()
+    form.parameter_form(model, has_image=image_input.has_images(model), disabled=json_mode)
+    images = image_input.image_inputs(model, disabled=json_mode)
     form_input = form.with_images(model, form.built_input(model), images.values)
     raw = request_view.raw_editor(form_input)
-    model_input = raw.model_input if raw and raw.model_input is not None else form_input
-
-    outgoing = [(model.id, model_input)] + [(m, catalog.adapt_input(m, model_input)) for m in others]
-    problems = list(raw.problems if raw else []) + images.problems
-    warnings = []
-    for model_id, body in outgoing:
-        prefix = f"{card.model_title(model_id)}: " if others else ""
-        found = catalog.validate(model_id, body)
-        problems += [prefix + p.message for p in catalog.errors(found)]
-        warnings += [prefix + p.message for p in catalog.warnings(found)]
+    plan = form.plan(model, others, form_input, images, raw)
 
     # Read as a return value, not an on_click callback: a callback would send the values from the
     # run before the click, losing a prompt typed just before pressing the button.
     # While a create is in flight, a disabled "Sending…" stands in its place: one create per intent.
-    label = "Generate" if not others else f"Generate with {len(outgoing)} models"
+    label = "Generate" if not others else f"Generate with {len(others) + 1} models"
     if submit.generate_button(label):
         st.session_state[ATTEMPTED_KEY] = True
-        if not problems:
-            submit.send(conn, outgoing)
-    if problems and st.session_state.get(ATTEMPTED_KEY):
-        problem_list("Fix these before sending; nothing was sent:", problems, error=True)
-    if warnings:
-        problem_list("Heads-up:", warnings, error=False)
+        if not plan.problems:
+            submit.send(conn, plan.outgoing)
+    if plan.problems and st.session_state.get(ATTEMPTED_KEY):
+        problem_list("Fix these before sending; nothing was sent:", plan.problems, error=True)
+    if plan.warnings:
+        problem_list("Heads-up:", plan.warnings, error=False)
+    if adjusted := [card.model_title(body.model) for body in plan.bodies if body.notes]:
+        st.caption(f":material/info: Not all your settings apply to {plain(', '.join(adjusted))}: "
+                   "see what each model gets under **Request** below.")
     submit.show_failures()
-    request_view.request_preview(model.id, model_input, None if conn.demo else conn.client.base_url)
+    request_view.request_preview(plan.bodies, None if conn.demo else conn.client.base_url, plan.blocked)
 
 with result_column:
     groups = submit.groups()

@@ -260,7 +260,7 @@ def test_a_large_upload_is_a_warning_and_the_message_does_not_echo_it():
     [problem] = validate(KONTEXT_PRO, {"prompt": "x", "input_image": big})
     assert problem.severity == WARNING
     assert problem.message == (
-        "Input image is a 292 KB upload; uploads over 256 KB may be refused upstream: prefer an https:// URL."
+        "Input image is a 293 KB upload; uploads over 256 KB may be refused upstream: prefer an https:// URL."
     )
     [bad] = validate(KONTEXT_PRO, {"prompt": "x", "input_image": "data:image/bmp;base64," + "A" * 400_000})
     assert len(bad.message) < 300
@@ -345,6 +345,63 @@ def test_switching_models_keeps_the_prompt_and_drops_what_the_new_model_cannot_t
     # What the user typed survives even when it is invalid everywhere; validate says why.
     long_prompt = {"prompt": "x" * 12_345, "seed": 1}
     assert adapt_input(FLUX2_DEV, long_prompt) == long_prompt
+
+
+def test_a_compared_model_gets_the_users_choices_and_its_own_defaults():
+    composed = catalog.compose(DEV, {"prompt": "a fox", "aspect_ratio": "16:9", "seed": 7})
+    assert composed.input == {**catalog.defaults(DEV), "prompt": "a fox", "aspect_ratio": "16:9", "seed": 7}
+    assert composed.input["num_inference_steps"] == 28  # dev's own, not schnell's 4
+    assert composed.notes == ()
+
+
+def test_a_choice_a_compared_model_cannot_take_falls_back_and_is_noted():
+    composed = catalog.compose(PRO, {"prompt": "a fox", "guidance": 9, "num_outputs": 2, "aspect_ratio": "21:9"})
+    assert (composed.input["guidance"], composed.input["aspect_ratio"]) == (3, "1:1")
+    assert "num_outputs" not in composed.input
+    assert composed.notes == (
+        "Aspect ratio '21:9' is not offered by FLUX.1 [pro]: '1:1' is sent instead.",
+        "Guidance must be between 2 and 5 (got 9). For FLUX.1 [pro], 3 is sent instead.",
+        "Number of outputs (num_outputs) is not a parameter of FLUX.1 [pro]: not sent.",
+    )
+    assert errors(validate(PRO, composed.input)) == []
+
+
+def test_images_go_into_each_models_own_field_cut_to_its_count():
+    three = [URL, URL + "?2", URL + "?3"]
+    kontext = catalog.compose(KONTEXT_PRO, {"prompt": "x"}, three, "input_images")
+    assert kontext.input["input_image"] == URL and kontext.input["aspect_ratio"] == "match_input_image"
+    assert "only the first of the 3 is sent" in kontext.notes[0]
+    assert catalog.compose(FLUX2_DEV, {"prompt": "x"}, three, "input_image").input["input_images"] == three
+
+
+def test_a_text_only_model_gets_no_image_and_says_so():
+    schnell = catalog.compose(SCHNELL, {"prompt": "x"}, [URL], "input_image")
+    assert "input_image" not in schnell.input and schnell.input["aspect_ratio"] == "1:1"
+    assert schnell.notes == ("FLUX.1 [schnell] takes no input image: it is not sent.",)
+
+
+def test_the_aspect_ratio_starts_on_match_input_image_only_with_an_image():
+    for model_id, without in ((KONTEXT_PRO, "1:1"), (FLUX2_PRO, "1:1")):
+        model = catalog.get_model(model_id)
+        ratio = model.param("aspect_ratio")
+        assert catalog.starting_value(model, ratio, has_image=True) == "match_input_image"
+        assert catalog.starting_value(model, ratio, has_image=False) == without
+    flux2 = catalog.get_model(FLUX2_PRO)  # resolution keeps 1 MP: a big photo must not set the size
+    assert catalog.starting_value(flux2, flux2.param("resolution"), has_image=True) == "1 MP"
+
+
+def test_a_raw_body_begun_from_the_form_tells_the_users_values_from_defaults():
+    body = {**catalog.defaults(SCHNELL), "prompt": "x", "num_outputs": 2, "seed": 1, "brand_new": True}
+    assert catalog.chosen_in(SCHNELL, body) == {"prompt": "x", "num_outputs": 2, "seed": 1, "brand_new": True}
+    assert catalog.chosen_in(SCHNELL, {**catalog.defaults(SCHNELL), "prompt": "x"}) == {"prompt": "x"}
+
+
+def test_an_upload_size_is_written_as_everywhere_else():
+    from comet.images import human_size
+
+    payload = "A" * 4_800_000  # 3.6 MB decoded
+    [problem] = validate(KONTEXT_PRO, {"prompt": "x", "input_image": "data:image/png;base64," + payload})
+    assert f"is a {human_size(3_600_000)} upload" in problem.message and human_size(3_600_000) == "3.4 MB"
 
 
 # --- the JSON file is the single source --------------------------------------------------------

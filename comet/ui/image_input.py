@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from comet.catalog import Model
-from comet.images import UPLOAD_TYPES, ImageProblem, InputImage, check_url, downscale, human_size, read_image
+from comet.images import ADVISED_MAX_BYTES, UPLOAD_TYPES, ImageProblem, InputImage, check_url, downscale, human_size, read_image
 from comet.ui.safe import plain
 
 SHRINK_KEY = "images.shrink"
@@ -30,8 +30,25 @@ def _prepared(name: str, data: bytes, shrink: bool) -> InputImage | str:
         return str(exc)
 
 
-def image_inputs(model: Model) -> ImageChoice:
-    """Draw the image section for `model` (nothing for text-only models) and return what it holds."""
+def _upload_key(model: Model) -> str:
+    return f"images.upload.{model.image_field}"
+
+
+def _urls_key(model: Model) -> str:
+    return f"images.urls.{model.image_field}"
+
+
+def has_images(model: Model) -> bool:
+    """Whether an image is given (an upload or a URL), read before the form is drawn: the form's
+    defaults follow it (an edit's aspect ratio matches its input image)."""
+    if not model.takes_images:
+        return False
+    return bool(st.session_state.get(_upload_key(model))) or bool((st.session_state.get(_urls_key(model)) or "").strip())
+
+
+def image_inputs(model: Model, disabled: bool = False) -> ImageChoice:
+    """Draw the image section for `model` (nothing for text-only models) and return what it holds.
+    `disabled` (the raw JSON is in charge): drawn greyed out, nothing from it is sent."""
     choice = ImageChoice()
     if not model.takes_images:
         return choice
@@ -39,16 +56,20 @@ def image_inputs(model: Model) -> ImageChoice:
     limit = f"up to {model.max_images}" if several else "one"
     with st.expander(f"Input images ({limit})", expanded=True, icon=":material/image:"):
         uploads = st.file_uploader(
-            "Upload", type=list(UPLOAD_TYPES), accept_multiple_files=several,
-            key=f"images.upload.{model.image_field}",
+            "Upload", type=list(UPLOAD_TYPES), accept_multiple_files=several, key=_upload_key(model),
             help="JPEG, PNG, GIF or WEBP. Sent inline as data URIs; Replicate advises at most 256 KB each.",
+            disabled=disabled,
         )
         urls_text = st.text_area(
             "…or paste https URLs" if several else "…or paste an https URL",
-            key=f"images.urls.{model.image_field}", height=68 if several else 40,
+            key=_urls_key(model), height=68 if several else 40, disabled=disabled,
             placeholder="https://example.com/photo.jpg" + ("  (one per line)" if several else ""),
         )
-        shrink = st.toggle("Downscale images above 256 KB before sending", value=True, key=SHRINK_KEY)
+        shrink = st.toggle("Downscale images above 256 KB before sending", value=True, key=SHRINK_KEY,
+                           disabled=disabled)
+        if disabled:
+            st.caption("Not sent while the request is edited as JSON: put images in the JSON.")
+            return choice
         files = uploads if isinstance(uploads, list) else ([uploads] if uploads else [])
         images = _read_uploads(files, shrink, choice)
         for line in (urls_text or "").splitlines():
@@ -73,8 +94,8 @@ def _read_uploads(files, shrink: bool, choice: ImageChoice) -> list[InputImage]:
             continue
         if prepared.too_big:
             st.warning(
-                f"{plain(prepared.name)} is {human_size(prepared.size)}: above the 256 KB Replicate advises "
-                "for inline images. Turn on downscaling, or paste a URL instead.",
+                f"{plain(prepared.name)} is {human_size(prepared.size)}: above the {human_size(ADVISED_MAX_BYTES)} "
+                "Replicate advises for inline images, so it may be refused. Turn on downscaling, or paste a URL instead.",
                 icon=":material/warning:",
             )
         images.append(prepared)
