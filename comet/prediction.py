@@ -29,6 +29,8 @@ _MODEL_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}/[a-z0-9][a-z0-9._-]{0,99}")
 _STATUS_RE = re.compile(r"[a-z][a-z_]{0,31}")
 _PERCENT_RE = re.compile(r"(\d{1,3})%\|")
 _STEPS_RE = re.compile(r"(\d+)/(\d+) \[")
+# A tqdm line's steps and rate: " 50%|█████     | 2/4 [00:01<00:01,  1.05s/it]" (or "4.21it/s").
+_RATE_RE = re.compile(r"(\d+)/(\d+) \[[^\]\n]*?([\d.]+)\s*(s/it|it/s)\]")
 _SEED_RE = re.compile(r"seed:?\s*(-?\d+)", re.IGNORECASE)
 
 # Times outside this window are refused: pandas holds 1677-2262 only, and a date in the future
@@ -94,6 +96,19 @@ def progress_from_logs(logs: str) -> float | None:
     if percents:
         return min(int(percents[-1]) / 100, 1.0)
     return None
+
+
+def run_estimate(logs: str) -> float | None:
+    """Seconds the whole run should take, from the last tqdm line's step count and rate, or None."""
+    found = _RATE_RE.findall(logs[-2000:]) if logs else []
+    if not found:
+        return None
+    _done, total, rate, unit = found[-1]
+    try:
+        per_step = float(rate) if unit == "s/it" else 1.0 / float(rate)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return _seconds(int(total) * per_step)
 
 
 def seed_of(model_input: dict[str, Any], logs: str) -> int | None:
@@ -228,6 +243,14 @@ class Prediction:
         if self.status == SUCCEEDED:
             return 1.0
         return progress_from_logs(self.logs)
+
+    @property
+    def expected_end(self) -> datetime | None:
+        """When the run should end (upstream's clock), from its start and the logs' step rate."""
+        estimate = run_estimate(self.logs) if self.status == PROCESSING else None
+        if estimate is None or self.started_at is None:
+            return None
+        return self.started_at + timedelta(seconds=estimate)
 
     @property
     def queue_time(self) -> float | None:

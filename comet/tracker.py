@@ -45,6 +45,11 @@ log = redact.logger("comet.tracker")
 # finish, slower for long runs.
 DEFAULT_SCHEDULE: tuple[tuple[float, float], ...] = ((15.0, 1.0), (60.0, 2.0), (300.0, 5.0), (math.inf, 15.0))
 DEFAULT_BACKOFF = (2.0, 60.0)  # first wait after a failed poll, doubling up to the cap
+# Around the end a run's logs predict (start + steps x step time): poll just after it, then a
+# few times quickly if it was not quite over, instead of up to a whole schedule interval late.
+END_MARGIN = 0.05
+LATE_WINDOW = 1.5
+LATE_INTERVAL = 0.25
 OUTPUT_LIFETIME = 3600.0  # the API deletes output files an hour after the run ends
 
 NOT_FOUND_NOTE = "CometAPI no longer knows this prediction (404)."
@@ -98,6 +103,10 @@ class Tracker:
         self._lock = threading.Lock()
         self._in_flight: dict[str, float] = {}  # id -> when its poll started: never two polls of one id
         self._poll_done = threading.Condition(self._lock)
+        # Per id: how many polls have finished (pages wait for the next one), and when the run
+        # should end by its logs (epoch seconds); only for what this tracker polls.
+        self._news: dict[str, int] = {}
+        self._ends: dict[str, float] = {}
         self._unrecorded: list[tuple[Prediction, str | None]] = []  # track() while the store was down
         self._renew_at = 0.0
         self._wake = threading.Event()
@@ -161,6 +170,22 @@ class Tracker:
             with self._lock:
                 self._unrecorded.append((prediction, creator))
         self.wake()
+
+    def news_token(self, prediction_id: str) -> int:
+        """A mark to wait from (take it before reading the store, so no write is missed)."""
+        with self._lock:
+            return self._news.get(prediction_id, 0)
+
+    def wait_for_news(self, prediction_id: str, token: int, timeout: float) -> bool:
+        """Wait until a poll of this prediction has finished since `token`, at most `timeout` s."""
+        with self._lock:
+            return self._poll_done.wait_for(lambda: self._news.get(prediction_id, 0) != token, timeout)
+
+    def ends_within(self, prediction_id: str, seconds: float) -> bool:
+        """Whether this tracker expects the run to end (and so to poll it) within `seconds`."""
+        with self._lock:
+            end = self._ends.get(prediction_id)
+        return end is not None and end - self._clock() <= seconds
 
     @property
     def unrecorded(self) -> list[str]:
@@ -259,6 +284,9 @@ class Tracker:
         finally:
             with self._lock:
                 self._in_flight.pop(record.id, None)
+                if len(self._news) > 10_000:  # bounded: waiting pages wake once, harmlessly
+                    self._news.clear()
+                self._news[record.id] = self._news.get(record.id, 0) + 1
                 self._poll_done.notify_all()
             self._wake.set()
 
@@ -293,7 +321,7 @@ class Tracker:
         elif prediction.problems:  # a lying answer is polled on, but slowly and with a note
             self._update(prediction, next_poll_at=self._backoff_time(record), note=prediction.problem_note)
         else:
-            self._update(prediction, next_poll_at=self._clock() + self._interval(record))
+            self._update(prediction, next_poll_at=self._next_poll(record, prediction))
 
     def _save_outputs(self, record: Record, prediction: Prediction) -> None:
         """Download every output now; the prediction stays active until all are stored."""
@@ -346,6 +374,7 @@ class Tracker:
         """A personal key is held only while something it made is still being followed."""
         with self._lock:
             self._clients.pop(prediction_id, None)
+            self._ends.pop(prediction_id, None)
 
     @property
     def _deadline_note(self) -> str:
@@ -365,6 +394,22 @@ class Tracker:
     def _interval(self, record: Record) -> float:
         age = self._age(record)
         return next((interval for until, interval in self._schedule if age < until), self._schedule[-1][1])
+
+    def _next_poll(self, record: Record, prediction: Prediction) -> float:
+        """The schedule's next poll, or earlier: just after the end the logs predict."""
+        now = self._clock()
+        scheduled = now + self._interval(record)
+        end = prediction.expected_end
+        if end is None:
+            return scheduled
+        end_at = end.timestamp()
+        with self._lock:
+            self._ends[record.id] = end_at
+        if end_at + END_MARGIN > now:
+            return min(scheduled, end_at + END_MARGIN)
+        if now - end_at < LATE_WINDOW:
+            return min(scheduled, now + LATE_INTERVAL)
+        return scheduled
 
     def _backoff_time(self, record: Record) -> float:
         """When to try again after `record.poll_failures` failures in a row (plus this one)."""

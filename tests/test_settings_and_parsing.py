@@ -117,3 +117,21 @@ def test_malformed_ids_are_rejected(bad):
     assert not is_valid_id(bad)
     with pytest.raises(ValueError):
         Prediction.from_json({**SEED_ANSWER, "id": bad})
+
+
+@pytest.mark.parametrize(
+    "line, seconds",
+    [(" 50%|█████     | 2/4 [00:01<00:01,  1.05s/it]\n", 4.2),
+     (" 25%|██▌       | 7/28 [00:01<00:05,  4.00it/s]\n", 7.0),
+     (" 50%|█████     | 2/4 [00:01<00:01, ?it/s]\n", None),
+     ("Using seed: 42\n", None)],
+)
+def test_the_run_time_is_estimated_from_the_logs_rate_only_when_there_is_one(line, seconds):
+    from comet.prediction import run_estimate
+
+    assert run_estimate(line) == (pytest.approx(seconds) if seconds else None)
+    running = Prediction.from_json({"id": "abcdefgh", "status": "processing", "logs": line,
+                                    "started_at": "2026-11-30T10:00:00Z"})
+    done = Prediction.from_json({"id": "abcdefgh", "status": "succeeded", "logs": line,
+                                 "started_at": "2026-11-30T10:00:00Z"})
+    assert (running.expected_end is None) == (seconds is None) and done.expected_end is None

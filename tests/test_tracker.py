@@ -361,3 +361,22 @@ def test_a_prediction_made_with_a_personal_key_is_polled_only_by_the_replica_hol
     for history in stores:
         history.close()
     personal.close()
+
+
+def test_a_run_is_polled_just_after_the_end_its_logs_predict(store):
+    """With the production 1 s schedule a 2.3 s run was noticed up to a second late; the tqdm
+    rate in its logs says when it ends, so the tracker asks right then, with no extra polls."""
+    with Sim(start_delay=0.3, run_time=2.3) as sim, Client(sim.url, KEY) as api:
+        with Tracker(api, store, allow_private_downloads=True, schedule=((math.inf, 1.0),), max_sleep=0.1) as tracker:
+            created = api.create(SCHNELL, {"prompt": "on time"})
+            started = time.time()
+            tracker.track(created)
+            wait_until(lambda: tracker.ends_within(created.id, 5.0), timeout=5)  # it read the logs
+            token = tracker.news_token(created.id)
+            assert tracker.wait_for_news(created.id, token, 5.0)  # a page waiting is woken by a poll
+            record = settled(store, created.id)
+        ended = sim.predictions[created.id]["completed"]
+        gets = len(api_requests(sim, "GET"))
+    late = record.updated_at.timestamp() - ended
+    assert 0 <= late < 0.5, f"stored {late:.2f} s after the run ended"
+    assert gets <= math.ceil(ended - started) + 2  # about the schedule's count, not more
