@@ -1,4 +1,5 @@
-"""What leaves the dashboard as files: the history as CSV, and stored images as a ZIP.
+"""What leaves the dashboard as files: the history as CSV, stored images as a ZIP, and the
+names downloaded images get (from the prompt, safe on every OS).
 
 Neither ever holds the key: the store never has it (rows keep id, model, input, status, timings
 and creator only), and these read nothing else."""
@@ -9,6 +10,8 @@ import hashlib
 import io
 import json
 import mimetypes
+import re
+import unicodedata
 import zipfile
 
 import pandas as pd
@@ -21,6 +24,10 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # The most a spreadsheet cell holds (Excel, LibreOffice): a longer one (a megabyte of status an
 # older release stored) is cut to it, ending in "…", rather than spilling or failing to open.
 CELL_CHARS = 32_767
+# A downloaded file is named from its prompt: a few words, enough to tell files apart in a folder.
+SLUG_CHARS = 40
+SHORT_ID_CHARS = 8  # the id's start: unique enough beside the prompt's words, short to read
+_SLUG_SCAN_CHARS = 1_000  # the words that can fit come from the prompt's start: read no more
 
 
 def extension(content_type: str) -> str:
@@ -61,6 +68,50 @@ def folder_name(prediction_id: str) -> str:
     if is_valid_id(prediction_id):
         return prediction_id
     return "id-" + hashlib.sha256(str(prediction_id).encode("utf-8", "replace")).hexdigest()[:16]
+
+
+def slug(text: str, limit: int = SLUG_CHARS) -> str:
+    """The prompt's first words as lower-case ASCII letters and digits joined by "-", at most
+    `limit` characters and cut between words; "" when nothing usable is left. Accents are
+    dropped ("é" -> "e"), everything else (/, .., emoji, \\, :, control characters) separates
+    words, so the result is a safe file name part on every OS."""
+    folded = unicodedata.normalize("NFKD", str(text)[:_SLUG_SCAN_CHARS]).encode("ascii", "ignore").decode()
+    words = re.findall(r"[a-z0-9]+", folded.lower())
+    shown = ""
+    for word in words:
+        longer = f"{shown}-{word}" if shown else word
+        if len(longer) > limit:
+            break
+        shown = longer
+    return shown or (words[0][:limit] if words else "")  # one very long word: its start
+
+
+def base_name(prompt: str, prediction_id: str) -> str:
+    """A prediction's files' common name: prompt words plus the id's start; the (safe) id alone
+    when the prompt has no usable characters."""
+    words = slug(prompt)
+    if not words:
+        return folder_name(prediction_id)
+    short = prediction_id[:SHORT_ID_CHARS] if is_valid_id(prediction_id) else folder_name(prediction_id)
+    return f"{words}-{short}"
+
+
+def output_file_name(prompt: str, prediction_id: str, idx: int, content_type: str) -> str:
+    """e.g. "red-fox-in-snow-q4chw5re-0.webp": no path separators or reserved characters, never
+    starting with "-" or ".", at most about 100 characters."""
+    return f"{base_name(prompt, prediction_id)}-{int(idx)}{extension(content_type)}"
+
+
+def outputs_zip(store: Store, prediction_id: str) -> bytes:
+    """One prediction's stored images, named as their single downloads are ("Download all")."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # images are compressed already
+        record = store.get(prediction_id)
+        for output in record.outputs if record else []:
+            stored = store.output_bytes(record.id, output.idx)
+            if stored:
+                archive.writestr(output_file_name(record.prompt, record.id, output.idx, stored[0]), stored[1])
+    return buffer.getvalue()
 
 
 def images_zip(store: Store, prediction_ids: list[str]) -> bytes:

@@ -7,11 +7,17 @@ itself every second; when it reaches a final state it reruns the page once so th
 
 from __future__ import annotations
 
+import functools
+import io
 import math
+import re
+import time
+import unicodedata
 from collections.abc import Callable
 from datetime import datetime, timezone
 
 import streamlit as st
+from PIL import Image, ImageOps
 
 from comet import catalog, errors, export, images
 from comet.prediction import is_valid_id, seed_of
@@ -21,6 +27,10 @@ from comet.ui.safe import badge_label, plain
 
 HISTORY_PAGE = "pages/history.py"
 TICK_SECONDS = 1.0
+# Near a run's predicted end a tick waits up to this long for the tracker's next poll (less than
+# a tick, so ticks never pile up); LATE_WAIT: how long after the predicted end it still does.
+NEWS_WAIT = 0.8
+LATE_WAIT = 1.5
 
 # status -> (badge colour, icon)
 STATUS_STYLE = {
@@ -35,6 +45,11 @@ STATUS_STYLE = {
 
 UNKNOWN_STATUS_CHARS = 24  # an unknown status is the API's text: shown, but short
 MODEL_TITLE_CHARS = 64  # an unknown model is shown by its id, this long at most
+ID_LABEL_CHARS = 8  # the share link shows the id's start: a whole id wraps in a narrow card
+GALLERY_CAPTION_CHARS = 40  # the gallery's captions: two or three short lines at most
+GALLERY_STATUS_CHARS = 12  # the link of a run without image names its status, this long at most
+TILE_SIDE = 256  # gallery tiles: one square size, so the grid's rows line up
+TILE_BACKGROUND = (240, 242, 246)  # Streamlit's secondary background: the tile of a run without image
 
 
 def status_badge(status: str) -> None:
@@ -58,6 +73,51 @@ def shown_id(prediction_id: str) -> str:
     """An id for markdown: a code span when it is a valid id (letters, digits, - and _ cannot end
     or escape one), else escaped text (a stored row may hold anything)."""
     return f"`{prediction_id}`" if is_valid_id(prediction_id) else plain(prediction_id, limit=80)
+
+
+def id_label(prediction_id: str) -> str:
+    """The share link's label: the id's first characters and "…", a code span that never wraps
+    (the whole id is in the link itself and its tooltip)."""
+    if not is_valid_id(prediction_id):
+        return plain(prediction_id, limit=ID_LABEL_CHARS)
+    if len(prediction_id) <= ID_LABEL_CHARS + 1:
+        return f"`{prediction_id}`"
+    return f"`{prediction_id[:ID_LABEL_CHARS]}…`"
+
+
+def failure_line(status: str, error: str) -> str:
+    """"**Failed:** <error>" (markdown, error escaped), saying the status once: upstream errors
+    often start with it already ("Prediction failed: CUDA out of memory")."""
+    title = status.capitalize()
+    said_already = re.match(rf"\s*(?:prediction\s+)?{re.escape(status)}(?:\s*:\s*|\s*\.?\s*$)", error, re.IGNORECASE)
+    detail = error[said_already.end():] if said_already else error
+    # The status is the API's text too (any value, from older rows): escaped like the error.
+    shown = plain(title, limit=UNKNOWN_STATUS_CHARS)
+    return f"**{shown}:** {plain(detail)}" if detail.strip() else f"**{shown}**"
+
+
+def trimmed(text: str, limit: int) -> str:
+    """One line of at most `limit` characters, cut between words where it can be, ending in "…"
+    when cut; a cut never splits a character from its accent or an emoji sequence."""
+    line = " ".join(str(text).split())
+    if len(line) <= limit:
+        return line
+    cut = limit
+    if " " in line[limit // 2: limit + 1]:  # a space at `limit` itself: the word before it fits
+        cut = line.rindex(" ", 0, limit + 1)
+    else:
+        while cut > 0 and (_joins_previous(line[cut]) or line[cut - 1] == _ZWJ):
+            cut -= 1
+    return line[:cut].rstrip(" ,;:.-–—") + "…"
+
+
+_ZWJ = "\u200d"
+
+
+def _joins_previous(char: str) -> bool:
+    """An accent, emoji joiner, variation selector or skin tone: part of the character before."""
+    skin_tone = "\U0001f3fb" <= char <= "\U0001f3ff"
+    return bool(unicodedata.combining(char)) or char in (_ZWJ, "\ufe0e", "\ufe0f") or skin_tone
 
 
 def seconds(value: object) -> str:
@@ -102,15 +162,38 @@ def _live(record: Record) -> bool:
 
 def _card_body(conn: Connection, prediction_id: str, key: str, on_reuse, was_running: bool) -> None:
     try:
-        record = conn.store.get(prediction_id)
+        record = _latest(conn, prediction_id, was_running)
     except HistoryUnavailable:  # the next tick tries again
         st.caption(":material/cloud_off: History unavailable, retrying…")
         return
     if record is None:
         st.warning(f"Prediction {shown_id(prediction_id)} is not in this dashboard's history.")
         return
+    _draw(conn, record, key, on_reuse)
     if was_running and not _live(record):
-        st.rerun()  # a full rerun redraws the card without its timer
+        st.rerun()  # the result is drawn already; a full rerun redraws the card without its timer
+
+
+def _latest(conn: Connection, prediction_id: str, was_running: bool) -> Record | None:
+    """The stored record; near the end the logs predict, first wait (within this tick) for the
+    tracker's polls, so the result shows the moment it is stored rather than up to a tick later.
+    Waiting is idle (no extra ticks, reruns or requests), and only this process's tracker knows
+    when it polls: elsewhere the card simply ticks."""
+    tracker = conn.tracker
+    token = tracker.news_token(prediction_id)  # before reading: a write in between is not missed
+    record = conn.store.get(prediction_id)
+    give_up_at = time.monotonic() + NEWS_WAIT
+    while (was_running and record is not None and _live(record)
+           and tracker.ends_within(prediction_id, TICK_SECONDS + LATE_WAIT)
+           and (left := give_up_at - time.monotonic()) > 0):
+        if not tracker.wait_for_news(prediction_id, token, left):
+            break
+        token = tracker.news_token(prediction_id)
+        record = conn.store.get(prediction_id)
+    return record
+
+
+def _draw(conn: Connection, record: Record, key: str, on_reuse) -> None:
     with st.container(border=True):
         _header(record)
         if not record.is_terminal:
@@ -118,9 +201,7 @@ def _card_body(conn: Connection, prediction_id: str, key: str, on_reuse, was_run
         elif record.status == "succeeded":
             _images(conn, record, key)
         elif record.error:
-            # The status is the API's text too (any value, from older rows): escaped like the error.
-            status = plain(record.status.capitalize(), limit=UNKNOWN_STATUS_CHARS)
-            st.error(f"**{status}:** {plain(record.error)}", icon=":material/error:")
+            st.error(failure_line(record.status, record.error), icon=":material/error:")
         if record.note:
             st.caption(plain(record.note))
         _actions(record, key, on_reuse)
@@ -129,8 +210,8 @@ def _card_body(conn: Connection, prediction_id: str, key: str, on_reuse, was_run
 def _header(record: Record) -> None:
     status_badge(record.status)
     st.markdown(f"**{plain(model_title(record.model))}** · {elapsed(record)}")
-    st.page_link(HISTORY_PAGE, label=shown_id(record.id), icon=":material/link:", query_params={"id": record.id},
-                 help="Open in History: a link to share")
+    st.page_link(HISTORY_PAGE, label=id_label(record.id), icon=":material/link:", query_params={"id": record.id},
+                 help=f"Open in History: a link to share. Prediction {shown_id(record.id)}")
 
 
 def _progress(conn: Connection, record: Record, key: str) -> None:
@@ -173,12 +254,20 @@ def _images(conn: Connection, record: Record, key: str) -> None:
             st.download_button(
                 "Download",
                 data,
-                file_name=f"{record.id}-{output.idx}{export.extension(content_type)}",
+                file_name=export.output_file_name(record.prompt, record.id, output.idx, content_type),
                 mime=content_type,
                 key=f"{key}-download-{output.idx}",
                 icon=":material/download:",
                 on_click="ignore",
             )
+    if len(record.outputs) > 1:
+        # Made on click (not on every run of the card): the ZIP holds every image again.
+        st.download_button(
+            "Download all", lambda: export.outputs_zip(conn.store, record.id),
+            file_name=f"{export.base_name(record.prompt, record.id)}.zip", mime="application/zip",
+            key=f"{key}-download-all", icon=":material/folder_zip:", on_click="ignore",
+            help=f"The {len(record.outputs)} images as one ZIP file",
+        )
     seed = seed_of(record.input, record.logs_tail)
     details = [f"run time {seconds(record.run_time)}"]
     if seed is not None:
@@ -195,24 +284,81 @@ def _display(data: bytes) -> bytes:
 def _actions(record: Record, key: str, on_reuse) -> None:
     if on_reuse is None:
         return
+    from dataclasses import replace
+
+    seed = seed_of(record.input, record.logs_tail)
+    sent_seed = seed is not None and record.input.get("seed") == seed  # then "Use again" repeats it already
+    row = st.container(horizontal=True)
     # The callback runs before the next run, when the form's widgets may still be changed.
-    if st.button("Use again", key=f"{key}-reuse", icon=":material/replay:", help="Load this input into the form.",
-                 on_click=on_reuse, args=(record,)):
+    again = row.button("Use again", key=f"{key}-reuse", icon=":material/replay:", on_click=on_reuse, args=(record,),
+                       help=f"Load this input into the form, seed {seed} included." if sent_seed
+                       else "Load this input into the form, with a new random seed.")
+    same = False
+    if seed is not None and not sent_seed:  # the seed the run drew (from its logs): offered to repeat it
+        same = row.button("Same seed", key=f"{key}-reuse-seed", icon=":material/pin:",
+                          on_click=on_reuse, args=(replace(record, input={**record.input, "seed": seed}),),
+                          help=f"Use again with seed {seed} (random seed off): to repeat this image, or vary it.")
+    if again or same:
         st.rerun()  # redraw the whole page (the form lives outside this fragment)
 
 
 def gallery(conn: Connection, prediction_ids: list[str], columns: int = 6) -> None:
-    """Thumbnails of earlier results, each linking to its History detail."""
-    grid = st.columns(columns)
-    for n, prediction_id in enumerate(prediction_ids):
-        record = conn.store.get(prediction_id)
-        if record is None:
-            continue
-        with grid[n % columns]:
-            thumbnail = conn.store.thumbnail(record.id, 0) if record.outputs else None
-            if thumbnail:
-                st.image(thumbnail[1], width="stretch")
-            else:
-                status_badge(record.status)
-            st.page_link(HISTORY_PAGE, label=plain(record.prompt, limit=40) or shown_id(record.id),
-                         query_params={"id": record.id})
+    """Thumbnails of earlier results, each linking to its History detail: rows of equal columns,
+    square tiles of one size, a short link, then the prompt's first words."""
+    records = [record for record in map(conn.store.get, prediction_ids) if record is not None]
+    for start in range(0, len(records), columns):
+        # A row of its own per `columns` items: the next row starts level, whatever this one holds.
+        for column, record in zip(st.columns(columns), records[start:start + columns]):
+            with column:
+                st.image(_gallery_tile(conn, record), width="stretch")
+                _gallery_link(record)
+                st.caption(plain(trimmed(record.prompt, GALLERY_CAPTION_CHARS)) or id_label(record.id))
+
+
+def _gallery_link(record: Record) -> None:
+    """A one-word link, so it fits any column: a page link's label never wraps (Streamlit clips
+    it mid-letter instead), and the prompt goes in the caption below, which wraps. It sits right
+    under the tile, so the links of a row line up whatever the captions' lengths. A run without
+    an image says its status here."""
+    if record.status == "succeeded":
+        label, icon = "Open", ":material/open_in_new:"
+    else:
+        label = plain(record.status.capitalize(), limit=GALLERY_STATUS_CHARS)
+        icon = STATUS_STYLE.get(record.status, (None, ":material/help:"))[1]
+    st.page_link(HISTORY_PAGE, label=label, icon=icon, query_params={"id": record.id},
+                 help=f"Open in History: prediction {shown_id(record.id)}")
+
+
+def _gallery_tile(conn: Connection, record: Record) -> bytes:
+    if record.outputs:
+        try:
+            return _tile(conn.store, record.id, record.outputs[0].idx) or _blank_tile()
+        except LookupError:  # not stored after all: no tile this run, and none cached
+            pass
+    return _blank_tile()
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _tile(_store, prediction_id: str, idx: int) -> bytes | None:
+    """The first image, centre-cropped to a TILE_SIDE square JPEG; made once per prediction
+    (a stored output never changes). None when it cannot be decoded."""
+    stored = _store.output_bytes(prediction_id, idx)
+    if stored is None:
+        raise LookupError(prediction_id)  # an exception is never cached: the next run tries again
+    try:
+        with Image.open(io.BytesIO(stored[1])) as image:
+            if image.width * image.height > images.MAX_PIXELS:
+                return None  # never decoded here (see images.for_display)
+            square = ImageOps.fit(image.convert("RGB"), (TILE_SIDE, TILE_SIDE))
+    except Exception:  # Pillow reports bad data with many exception types
+        return None
+    buffer = io.BytesIO()
+    square.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+@functools.cache
+def _blank_tile() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (TILE_SIDE, TILE_SIDE), TILE_BACKGROUND).save(buffer, format="PNG")
+    return buffer.getvalue()

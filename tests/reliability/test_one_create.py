@@ -181,7 +181,8 @@ def test_a_slow_create_shows_sending_instead_of_generate_then_its_card():
         at.run()
         assert generate_button(at) is not None and sending_button(at) is None
         prediction_id = next(iter(upstream.predictions))
-        assert any(prediction_id in link.label for link in at.get("page_link")), "no card for the prediction"
+        assert any(link.proto.query_string == f"id={prediction_id}" for link in at.get("page_link")), \
+            "no card for the prediction"
         assert upstream.post_count() == 1
 
 
@@ -275,5 +276,6 @@ def test_a_click_queued_behind_the_sending_run_is_refused_and_a_later_one_sends(
         expect(page.get_by_role("button", name="Sending")).to_be_disabled()
         wait_until(lambda: upstream.answered == 2, timeout=10)
         second = list(upstream.predictions)[1]
-        expect(page.get_by_role("link", name=second)).to_be_visible(timeout=30_000)  # its card
+        card_link = page.locator(f'[data-testid="stPageLink-NavLink"][href$="id={second}"]:visible')
+        expect(card_link.first).to_be_visible(timeout=30_000)  # its card
         assert upstream.post_count() == 2
