@@ -110,6 +110,8 @@ class Model:
     image_field: str | None
     max_images: int
     params: tuple[Param, ...]
+    # The default price rule (comet.prices): {"rule": "per_image"|"per_megapixel", "usd", "source", "date"}.
+    price: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
