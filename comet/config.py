@@ -7,12 +7,14 @@ then talks to the local stand-in (comet.sim) through the very same client.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from . import prices
 from .client import normalize_base_url
 
 DEFAULT_BASE_URL = "https://api.cometapi.com"
@@ -26,6 +28,10 @@ class Settings:
     base_url: str = DEFAULT_BASE_URL
     data_dir: Path = APP_DIR / "data"
     database_url: str | None = field(default=None, repr=False)  # may hold a password
+    # Spending: USD per image overrides by model id, and the limits (None: no limit).
+    prices: Mapping[str, float] = field(default_factory=dict, hash=False)
+    spend_limit_monthly: float | None = None
+    spend_limit_daily_per_person: float | None = None
 
     @property
     def demo(self) -> bool:
@@ -59,9 +65,31 @@ class Settings:
         data_dir = Path(read("COMET_DATA_DIR") or APP_DIR / "data").expanduser()
         if not data_dir.is_absolute():
             data_dir = APP_DIR / data_dir
+        table = secrets.get("prices")
+        try:
+            overrides = prices.parse_overrides(table if isinstance(table, Mapping) else None,
+                                               environ.get("COMET_PRICES"))
+        except ValueError as exc:
+            raise ValueError(f"Prices are not usable: {exc}") from None
         return cls(
+            prices=overrides,
+            spend_limit_monthly=_limit("SPEND_LIMIT_MONTHLY", read("SPEND_LIMIT_MONTHLY")),
+            spend_limit_daily_per_person=_limit("SPEND_LIMIT_DAILY_PER_PERSON", read("SPEND_LIMIT_DAILY_PER_PERSON")),
             api_key=read("COMETAPI_KEY"),
             base_url=base_url,
             data_dir=data_dir,
             database_url=read("COMET_DATABASE_URL") or None,
         )
+
+
+def _limit(name: str, text: str) -> float | None:
+    """A spending limit in USD: blank is none; anything else must be a positive amount."""
+    if not text:
+        return None
+    try:
+        value = float(text.removeprefix("$").replace(",", ""))
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be an amount of USD above 0, e.g. 25 (got {text!r}).")
+    return value
