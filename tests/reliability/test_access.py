@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from urllib.parse import parse_qs, urlsplit
+
 import pytest
 
+from comet import signin
 from comet.throttle import Throttle, client_address, client_keys
 from comet.ui import access
 from comet.ui.access import exposed, trusted_proxies
@@ -38,23 +42,33 @@ def prompt(at):
     return [t for t in at.text_area if t.label == "Prompt"]
 
 
-def enter(at, password):
+def signed_out(page=None, query=None, **secrets):
+    """The sign-in screen of a fresh session, ready for typing. AppTest turns Streamlit's old
+    pages-folder mode back on before every run, so from the second run on it runs the page file
+    itself, whose page_setup() guard draws the form (as a new widget): settle there first. A real
+    server runs the entry script every time (tests/reliability/test_signin_browser.py)."""
+    return open_app(page, query, **secrets).run()
+
+
+def enter(at, password, name=""):
     at.text_input[0].input(password)
+    if name:
+        at.text_input[1].input(name)
     at.button[0].click().run()
     return at
 
 
 @pytest.mark.parametrize("page", [None, "pages/history.py"])
 def test_with_an_app_password_no_page_shows_before_the_password(page):
-    at = open_app(page, APP_PASSWORD="open sesame")
+    at = signed_out(page, APP_PASSWORD="open sesame")
     assert not at.exception
-    assert [t.value for t in at.text_input] == [""] and at.text_input[0].label == "Password"
+    assert [(t.label, t.value) for t in at.text_input] == [("Password", ""), ("Your name (optional)", "")]
     assert not [t for t in at.text_area if t.label == "Prompt"]
     assert not at.dataframe
 
 
 def test_a_wrong_password_is_refused_and_the_right_one_lets_you_in():
-    at = open_app(APP_PASSWORD="open sesame")
+    at = signed_out(APP_PASSWORD="open sesame")
     enter(at, "open says me")
     assert any("not right" in e.value for e in at.error)
     assert not [t for t in at.text_area if t.label == "Prompt"]
@@ -64,26 +78,26 @@ def test_a_wrong_password_is_refused_and_the_right_one_lets_you_in():
 
 
 def test_five_wrong_passwords_make_that_session_wait_but_a_teammate_gets_in():
-    guesser = open_app(APP_PASSWORD="open sesame")
+    guesser = signed_out(APP_PASSWORD="open sesame")
     for _ in range(5):
         enter(guesser, "guess")
     enter(guesser, "open sesame")
     assert [e.value for e in guesser.error] == ["Too many wrong passwords. Try again in 60 s."]
     assert not prompt(guesser)
     # Another browser session: the guesser's failures are not its own.
-    teammate = enter(open_app(APP_PASSWORD="open sesame"), "open sesame")
+    teammate = enter(signed_out(APP_PASSWORD="open sesame"), "open sesame")
     assert not teammate.exception and prompt(teammate)
 
 
 def test_a_flood_of_wrong_passwords_never_refuses_or_delays_the_right_one(slowdowns):
     for _ in range(10):  # 50 wrong passwords from 10 sessions (as many reloads)
-        at = open_app(APP_PASSWORD="open sesame")
+        at = signed_out(APP_PASSWORD="open sesame")
         for _ in range(5):
             enter(at, "guess")
             assert [e.value for e in at.error] == ["That password is not right."]
     # Wrong answers were held back more as the flood grew, never past the bound.
     assert slowdowns[:5] == [0.0] * 5 and slowdowns == sorted(slowdowns) and slowdowns[-1] == 2.0
-    teammate = open_app(APP_PASSWORD="open sesame")
+    teammate = signed_out(APP_PASSWORD="open sesame")
     enter(teammate, "open says me")
     assert [e.value for e in teammate.error] == ["That password is not right."]  # slowed, not refused
     assert slowdowns[-1] == 2.0
@@ -249,3 +263,173 @@ def test_trusted_proxies_reads_secrets_then_the_environment_and_fails_safe():
     assert trusted_proxies({}, {"COMET_TRUSTED_PROXIES": "one"}) == 0
     assert trusted_proxies({}, {"COMET_TRUSTED_PROXIES": "-3"}) == 0
     assert trusted_proxies({"COMET_TRUSTED_PROXIES": True}, {"COMET_TRUSTED_PROXIES": "1"}) == 0
+
+
+# ---- the password sign-in that lasts: its tickets, cookies, name and trip through the routes -----
+# (in Chromium against `streamlit run`: tests/reliability/test_signin_browser.py)
+
+KEY = signin.signing_key("open sesame")
+DAY = signin.DAY
+
+
+def trips(at):
+    """Where the page sends the browser next (the script st.html runs), if anywhere."""
+    return [html.value for html in at.get("html") if "location.replace" in html.value]
+
+
+def test_the_right_password_sends_the_browser_for_its_cookie_and_back_to_the_page_and_query():
+    at = signed_out("pages/history.py", query={"id": "p-42", "tab": "a b"}, APP_PASSWORD="open sesame")
+    enter(at, "open says me")
+    assert trips(at) == []  # a wrong password mints nothing
+    enter(at, "open sesame", " Ada ")
+    assert not at.exception and [t.value for t in at.title] == ["History"]
+    trip, = trips(at)
+    target = trip_target(at)
+    assert (target.scheme, target.netloc, target.path) == ("", "", "/_comet/signin")  # this origin
+    sent = parse_qs(target.query)
+    assert sent["next"] == ["history?id=p-42&tab=a+b"]  # the page and its query, to come back to
+    assert signin.verify(KEY, sent["token"][0], signin.TICKET).name == "Ada"
+    assert "open sesame" not in trip
+    at.run()
+    assert trips(at) == []  # once
+
+
+def trip_target(at):
+    trip, = trips(at)
+    return urlsplit(json.loads(trip.split("replace(")[1].split(");")[0]))
+
+
+@pytest.mark.parametrize("url, base", [
+    ("https://team.example/tools/flux/", "/tools/flux/"),  # behind a proxy's prefix
+    ("https://team.example//evil.example/", "/evil.example/"),  # never scheme-relative
+    ("https://team.example/\\evil.example/", "/evil.example/"),
+])
+def test_the_trip_stays_on_this_site_under_the_apps_own_path(url, base):
+    at = signed_out(APP_PASSWORD="open sesame")
+    at.context["url"] = url
+    target = trip_target(enter(at, "open sesame"))
+    assert (target.scheme, target.netloc, target.path) == ("", "", base + "_comet/signin")
+
+
+def test_with_app_signin_days_zero_the_sign_in_is_for_this_tab_only():
+    at = enter(signed_out(APP_PASSWORD="open sesame", APP_SIGNIN_DAYS="0"), "open sesame")
+    assert prompt(at) and trips(at) == []
+
+
+def test_lock_ends_the_session_and_sends_the_browser_to_clear_its_cookie():
+    at = enter(signed_out(APP_PASSWORD="open sesame"), "open sesame")
+    at.sidebar.button(key="access.lock").click().run()
+    assert not prompt(at) and at.text_input[0].label == "Password"
+    trip, = trips(at)
+    assert '"/_comet/signout?next=' in trip and "token" not in trip
+
+
+def mine(at):
+    return at.toggle(key="history.mine")
+
+
+def history_ids(at):
+    from comet.ui import history_view
+
+    tables = [frame for frame in at.dataframe if (frame.key or "").startswith(history_view.TABLE_KEY)]
+    return set(tables[0].value["id"]) if tables else set()
+
+
+def made_by(sim, name, prompt_text):
+    """A person signs in with a name and generates one prediction on the Create page."""
+    from conftest import KEY as API_KEY
+    from conftest import wait_until
+
+    at = signed_out(APP_PASSWORD="open sesame", COMETAPI_KEY=API_KEY, COMETAPI_BASE_URL=sim.url)
+    enter(at, "open sesame", name)
+    at.text_area(key="param.prompt").input(prompt_text).run()
+    next(b for b in at.button if b.label.startswith("Generate")).click().run()
+    assert not at.exception
+    wait_until(lambda: any(r["method"] == "POST" for r in sim.requests if prompt_text in str(r.get("json"))))
+    return at
+
+
+def test_a_name_given_with_the_password_becomes_the_creator_and_mine_shows_only_theirs(sim):
+    from comet.config import Settings
+    from comet.store import Store
+    from conftest import KEY as API_KEY
+    from conftest import wait_until
+
+    made_by(sim, "Grace", "a lighthouse")
+    ada = made_by(sim, "  Ada\u202e  ", "a paper boat")  # an invisible bidi override is dropped
+    ada.switch_page("pages/history.py").run()
+    assert not mine(ada).disabled
+    everyone = wait_until(lambda: len(history_ids(ada.run())) == 2 and history_ids(ada))
+    mine(ada).set_value(True).run()
+    only_ada = history_ids(ada)
+    assert len(only_ada) == 1 and only_ada < everyone
+    ada.toggle(key="history.mine").set_value(False).run()
+    assert history_ids(ada) == everyone
+    store = Store.for_settings(Settings.from_sources({"COMETAPI_KEY": API_KEY, "COMETAPI_BASE_URL": sim.url}))
+    try:  # recorded as typed, less the invisible character
+        assert store.count(creator="Ada") == 1 and store.count(creator="Grace") == 1
+    finally:
+        store.close()
+    # The same history seen by someone who gave no name: nothing is theirs to filter to.
+    nameless = enter(signed_out("pages/history.py", APP_PASSWORD="open sesame"), "open sesame")
+    assert mine(nameless).disabled
+
+
+def test_a_pass_is_accepted_only_as_signed_by_this_password_of_its_kind_and_in_time():
+    cookie = signin.issue(KEY, signin.SESSION, "Ada", 7 * DAY)
+    assert signin.verify(KEY, cookie, signin.SESSION, max_age=7 * DAY).name == "Ada"
+    payload, mac = cookie.split(".")
+    forged = signin._b64(signin._unb64(payload).replace(b'"Ada"', b'"Eve"'))
+    assert signin.verify(KEY, f"{forged}.{mac}", signin.SESSION) is None  # altered
+    assert signin.verify(KEY, cookie[:-2] + ("AA" if cookie[-2:] != "AA" else "BB"), signin.SESSION) is None
+    assert signin.verify(signin.signing_key("a new password"), cookie, signin.SESSION) is None
+    assert signin.verify(KEY, cookie, signin.TICKET) is None  # a cookie is no ticket, and back
+    assert signin.verify(KEY, signin.issue(KEY, signin.TICKET, "Ada", 60), signin.SESSION) is None
+    old = signin.issue(KEY, signin.SESSION, "Ada", 7 * DAY, now=1_000_000)
+    assert signin.verify(KEY, old, signin.SESSION, now=1_000_000 + 7 * DAY - 1).name == "Ada"
+    assert signin.verify(KEY, old, signin.SESSION, now=1_000_000 + 7 * DAY) is None  # expired
+    # A shorter APP_SIGNIN_DAYS shortens the cookies already given out.
+    assert signin.verify(KEY, old, signin.SESSION, max_age=DAY, now=1_000_000 + DAY) is None
+    for junk in (None, "", "a.b.c", "x" * 5000, "!!.!!", cookie.replace(".", "")):
+        assert signin.verify(KEY, junk, signin.SESSION) is None
+    assert "open sesame" not in cookie and "open sesame" not in signin._unb64(payload).decode()
+
+
+def test_a_ticket_signs_in_once_and_only_for_a_minute():
+    tickets = signin.Tickets()
+    ticket = signin.issue(KEY, signin.TICKET, "Ada", signin.TICKET_SECONDS)
+    assert tickets.redeem(KEY, ticket).name == "Ada"
+    assert tickets.redeem(KEY, ticket) is None  # replayed
+    clock = Clock()
+    clock.now = 1_000_000.0
+    late = signin.Tickets(clock=clock)
+    stale = signin.issue(KEY, signin.TICKET, "Ada", signin.TICKET_SECONDS, now=clock.now)
+    clock.now += signin.TICKET_SECONDS
+    assert late.redeem(KEY, stale) is None
+    assert late.redeem(signin.signing_key("guess"), signin.issue(KEY, signin.TICKET, "Ada", 60)) is None
+
+
+def test_after_the_sign_in_routes_the_browser_only_goes_back_into_this_app():
+    assert signin.redirect_target("history?id=p-42&tab=a+b") == "../history?id=p-42&tab=a+b"
+    assert signin.redirect_target("") == "../"
+    for away in ("//evil.example/x", "https://evil.example", "/\\evil.example", "\\\\evil.example",
+                 "history/../../evil", "javascript:alert(1)", "%2F%2Fevil.example", None, "a" * 3000):
+        assert signin.redirect_target(away) == "../", away
+    # A query is re-encoded: nothing in it can end the Location header or the URL.
+    assert signin.redirect_target("history?id=a\r\nSet-Cookie: x=1") == "../history?id=a%0D%0ASet-Cookie%3A+x%3D1"
+
+
+def test_a_display_name_is_kept_plain_and_short():
+    assert signin.clean_name("  Ada \t Lovelace\n ") == "Ada Lovelace"
+    assert signin.clean_name("Ada\u202e\u200b\x00") == "Ada"
+    assert signin.clean_name("n" * 100) == "n" * signin.NAME_CHARS
+    assert signin.clean_name(None) == ""
+
+
+def test_app_signin_days_reads_secrets_then_the_environment_and_fails_to_remembering_less():
+    assert signin.signin_days({}, {}) == 7
+    assert signin.signin_days({"APP_SIGNIN_DAYS": 30}, {"APP_SIGNIN_DAYS": "1"}) == 30
+    assert signin.signin_days({"APP_SIGNIN_DAYS": " "}, {"APP_SIGNIN_DAYS": "0.5"}) == 0.5
+    assert signin.signin_days({}, {"APP_SIGNIN_DAYS": "10000"}) == signin.MAX_DAYS
+    for typo in ("a week", "-1", "0", "nan", "inf", True):
+        assert signin.signin_days({"APP_SIGNIN_DAYS": typo}, {}) == 0, typo
