@@ -62,6 +62,37 @@ def spreadsheet_csv(frame: pd.DataFrame) -> str:
     return safe.to_csv(index=False, lineterminator="\r\n")
 
 
+# The upstream's output links stop working an hour after the run: the column's name says so.
+UPSTREAM_URLS_COLUMN = "upstream_urls_expire_after_1h"
+_TIME_COLUMNS = ("created_at", "started_at", "completed_at")
+
+
+def history_csv(frame: pd.DataFrame) -> str:
+    """The History export (Store.export_rows) as CSV for people: times as ISO 8601 UTC to the
+    millisecond (stored as float seconds, they would print as 05:26:20.164999962+00:00), run
+    times in seconds to the millisecond, `stored_outputs` naming each stored image as the ZIP
+    export does (<id>/<idx>.<ext>, the copy this dashboard keeps), and the upstream links under
+    a name that says they expire."""
+    table = frame.copy()
+    for name in _TIME_COLUMNS:  # %f is microseconds: three digits are cut (NaT stays empty)
+        table[name] = table[name].dt.round("ms").dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z"
+    table["run_time"] = table["run_time"].round(3)
+    table["stored_outputs"] = [
+        json.dumps([zip_member(prediction_id, idx, content_type) for idx, content_type in stored])
+        for prediction_id, stored in zip(table["id"], table["stored_outputs"])
+    ]
+    table = table.rename(columns={"output_urls": UPSTREAM_URLS_COLUMN})
+    # The stored copies beside the output count; the links that expire last.
+    ordered = [c for c in table.columns if c not in ("stored_outputs", UPSTREAM_URLS_COLUMN)]
+    ordered.insert(ordered.index("output_count") + 1, "stored_outputs")
+    return spreadsheet_csv(table[[*ordered, UPSTREAM_URLS_COLUMN]])
+
+
+def zip_member(prediction_id: str, idx: int, content_type: str) -> str:
+    """Where an output sits in the images ZIP (images_zip): its prediction's folder, idx.ext."""
+    return f"{folder_name(prediction_id)}/{int(idx)}{extension(content_type)}"
+
+
 def folder_name(prediction_id: str) -> str:
     """The ZIP folder for a prediction: its id, which is safe as a name when valid; a stored row
     may hold any text (older releases), and "../x" must not climb out where the ZIP is unpacked."""
@@ -127,5 +158,5 @@ def images_zip(store: Store, prediction_ids: list[str]) -> bytes:
             for output in record.outputs:
                 stored = store.output_bytes(record.id, output.idx)
                 if stored:
-                    archive.writestr(f"{folder}/{output.idx}{extension(stored[0])}", stored[1])
+                    archive.writestr(zip_member(record.id, output.idx, stored[0]), stored[1])
     return buffer.getvalue()

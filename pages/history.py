@@ -17,11 +17,14 @@ try:  # st.rerun / st.stop are BaseExceptions: they pass through
 
     view.watcher(conn)
     chosen = view.filters(conn)
-    selected = view.table(conn, chosen)
+    # Pager, count and exports above the table (a page of rows is tall), the exports added once
+    # the table has drawn: the ZIP needs its selection.
+    toolbar = st.container(horizontal=True, vertical_alignment="center")
+    selected = view.table(conn, chosen, toolbar)
     if view.selection_changed(selected) and len(selected) == 1:
         st.query_params[view.DETAIL_PARAM] = selected[0]
         st.rerun()
-    view.exports(conn, chosen, selected)
+    view.exports(conn, chosen, selected, toolbar)
 except HistoryUnavailable as exc:
     history_unavailable(exc, conn.store)
 

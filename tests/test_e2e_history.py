@@ -1,10 +1,13 @@
 """History in a real headless Chromium against `streamlit run`: a prediction made on the Create
 page shows up in History, finishes there while the page refreshes by itself, opens from its deep
 link, and is still there (image included) after the server restarts with the stand-in gone. The
-cards' share links (to History) fit on one line, even four narrow cards side by side."""
+cards' share links (to History) fit on one line, even four narrow cards side by side. The table
+shows the prediction ids with every column in view on a 1360 px laptop, and the detail puts the
+prompt first, as text, with images never stretched, on a laptop and on a phone."""
 
 from __future__ import annotations
 
+import math
 import re
 import time
 
@@ -12,7 +15,11 @@ import pytest
 from playwright.sync_api import expect
 
 from apphost import AppServer, wait_until_idle
+from comet.client import Client
+from comet.config import Settings
 from comet.sim import Sim
+from comet.store import Store
+from comet.tracker import Tracker
 
 pytestmark = pytest.mark.e2e
 
@@ -135,3 +142,93 @@ def test_compared_cards_show_their_share_link_on_one_line_and_it_opens_history(p
             expect(page.get_by_test_id("stException")).to_have_count(0)
     finally:
         sim.stop()
+
+
+def filled_history(sim: Sim, data_dir, made: list[tuple[str, dict, str | None]]) -> list[str]:
+    """(model, input, creator) made and followed to the end in the app's own history file."""
+    settings = Settings.from_sources({"COMETAPI_KEY": KEY, "COMETAPI_BASE_URL": sim.url, "COMET_DATA_DIR": str(data_dir)})
+    store, client = Store.for_settings(settings), Client(sim.url, KEY)
+    try:
+        ids = []
+        for model, model_input, creator in made:
+            prediction = client.create(model, model_input)
+            store.record(prediction, creator=creator)
+            ids.append(prediction.id)
+        with Tracker(client, store, allow_private_downloads=True, schedule=((math.inf, 0.05),),
+                     backoff=(0.05, 0.2), max_sleep=0.1):
+            deadline = time.monotonic() + 30
+            while store.unfinished_count() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert store.unfinished_count() == 0
+        return ids
+    finally:
+        client.close()
+        store.close()
+
+
+def scroller(page) -> dict:
+    """The table grid's scroll box: content sizes against the box's own."""
+    return page.get_by_test_id("stDataFrame").locator(".dvn-scroller").evaluate(
+        "box => ({width: box.scrollWidth, shown: box.clientWidth, height: box.scrollHeight, tall: box.clientHeight})")
+
+
+def output_image(page):
+    """The card's first result image (the History page shows no other image above it)."""
+    return page.get_by_test_id("stImage").locator("img").first
+
+
+@pytest.fixture
+def screens(browser):
+    """A page of the given size (width, height, phone?); closed after the test."""
+    contexts = []
+
+    def open_page(width: int, height: int, phone: bool = False):
+        contexts.append(browser.new_context(viewport={"width": width, "height": height}, is_mobile=phone))
+        return contexts[-1].new_page()
+
+    yield open_page
+    for context in contexts:
+        context.close()
+
+
+def test_the_table_shows_ids_in_full_view_and_the_detail_leads_with_the_prompt(screens, tmp_path):
+    data_dir = tmp_path / "data"
+    prompts = [f"a harbour at dusk, study {n}" for n in range(12)]
+    with Sim(start_delay=0.05, run_time=0.2) as sim:
+        ids = filled_history(sim, data_dir, [
+            ("black-forest-labs/flux-schnell", {"prompt": prompt, "aspect_ratio": "16:9"},
+             "ana.lopez@example.com" if n % 3 == 0 else None)  # a Creator column too: the widest table
+            for n, prompt in enumerate(prompts)
+        ])
+        with AppServer(data_dir, {"COMETAPI_KEY": KEY, "COMETAPI_BASE_URL": sim.url}) as app:
+            laptop = screens(1360, 900)
+            laptop.goto(f"{app.url}/history")
+            wait_until_idle(laptop)
+            table = laptop.get_by_test_id("stDataFrame")
+            # The grid is drawn on a canvas; its accessible copy holds the cells in view.
+            expect(table.locator('[role="gridcell"]', has_text=ids[-1])).to_have_count(1, timeout=15_000)
+            expect(table.locator('[role="columnheader"]', has_text="Creator")).to_have_count(1)
+            box = scroller(laptop)
+            assert box["width"] <= box["shown"], box  # every column in view: no sideways scrolling
+            assert box["height"] <= box["tall"], box  # all 12 rows: no scrolling inside the table
+
+            for page, width in ((laptop, 1360), (screens(390, 844, phone=True), 390)):
+                page.goto(f"{app.url}/history?id={ids[0]}")
+                prompt = page.get_by_test_id("stMarkdownContainer").get_by_text(prompts[0], exact=True)
+                expect(prompt).to_be_visible(timeout=15_000)
+                image = output_image(page)
+                expect(image).to_be_visible(timeout=15_000)
+                assert prompt.bounding_box()["y"] < image.bounding_box()["y"]  # the prompt first
+                expect(page.get_by_test_id("stCode").filter(has_text=ids[0]).first).to_be_visible()
+                size = image.evaluate("img => ({shown: img.clientWidth, natural: img.naturalWidth})")
+                assert 0 < size["shown"] <= size["natural"], (width, size)  # never stretched
+                main = page.get_by_test_id("stMain").evaluate("m => ({width: m.scrollWidth, shown: m.clientWidth})")
+                assert main["width"] <= main["shown"], (width, main)  # nothing cut at the side
+                expect(page.get_by_test_id("stException")).to_have_count(0)
+
+            # On a wide screen the image keeps its own size (512 px here) instead of filling its column.
+            wide = screens(1920, 1000)
+            wide.goto(f"{app.url}/history?id={ids[0]}")
+            expect(output_image(wide)).to_be_visible(timeout=15_000)
+            size = output_image(wide).evaluate("img => ({shown: img.clientWidth, natural: img.naturalWidth})")
+            assert size["shown"] == size["natural"] == 512, size

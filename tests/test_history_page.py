@@ -7,18 +7,22 @@ the app's own SQLite file and followed to the end by a Tracker."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
 import math
+import re
 import time
 import zipfile
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import app_test
 
+from comet import export
 from comet.config import Settings
 from comet.prediction import TERMINAL
 from comet.store import Store, predictions
@@ -159,9 +163,43 @@ def test_rows_appear_newest_first_with_model_titles_and_statuses(sim, history):
     assert statuses(table) == ["succeeded", "failed", "succeeded"]
     assert list(table["model"]) == ["FLUX.1 [schnell]", "FLUX.1 [dev]", "FLUX.1 [schnell]"]
     assert table["prompt"].iloc[2] == "a red fox in snow"
-    assert table["thumbnail"].iloc[0].startswith("data:image/jpeg;base64,")  # the stored image, small
+    stored = base64.b64encode(history.store.thumbnail(newest[0], 0)[1]).decode()
+    assert stored in table["thumbnail"].iloc[0]  # the stored image, small (in its square tile)
     assert table["run_time"].iloc[0].endswith(" s")
     assert "3 predictions" in shown(at)
+
+
+def shown_columns(at) -> list[str]:
+    """The table's columns as people see them, left to right, by their labels."""
+    element = table_element(at)
+    config = json.loads(element.proto.columns)
+    return [config.get(name, {}).get("label", name) for name in element.proto.column_order]
+
+
+def test_the_table_is_one_of_prediction_ids_and_statuses(sim, client, history):
+    fox, = history.add("a red fox in snow")
+    at = history_page(sim)
+    assert shown_columns(at) == ["", "Status", "Prediction id", "Prompt", "Model", "Created", "Run"]
+    assert list(the_table(at)["id"]) == [fox]
+    # A Creator column once someone signed in made one (without sign-in its room goes to the prompt).
+    kite = client.create(SCHNELL, {"prompt": "a kite"})
+    history.store.record(kite, creator="ana@example.com")
+    history.settle([kite.id])
+    at.run()
+    assert shown_columns(at)[-1] == "Creator"
+    assert list(the_table(at)["creator"]) == ["ana@example.com", ""]
+
+
+def test_thumbnails_keep_their_shape_in_square_tiles(sim, history):
+    wide, = history.add("a wide harbour", aspect_ratio="16:9")
+    failed, = history.add("[sim:fail] a cracked mirror")
+    table = the_table(history_page(sim))
+    cell = dict(zip(table["id"], table["thumbnail"]))
+    stored = base64.b64encode(history.store.thumbnail(wide, 0)[1]).decode()
+    # The 16:9 thumbnail whole ("meet"), centred in a square tile, not cropped to fill the cell.
+    assert cell[wide].startswith("data:image/svg+xml") and "width='128' height='128'" in cell[wide]
+    assert f"preserveAspectRatio='xMidYMid meet' href='data:image/jpeg;base64,{stored}'" in cell[wide]
+    assert cell[failed] == view.NO_THUMBNAIL  # the bare tile
 
 
 def test_filters_by_status_model_and_prompt_text_narrow_the_table(sim, history):
@@ -362,7 +400,7 @@ def test_the_page_refreshes_while_something_runs_and_then_stops(sim, history):
     assert "this page updates by itself" in shown(at)
     assert statuses(the_table(at)) in (["starting"], ["processing"])
     rerun_until(at, lambda at: statuses(the_table(at)) == ["succeeded"]
-                and the_table(at)["thumbnail"].iloc[0].startswith("data:image/jpeg"))
+                and "data:image/jpeg;base64," in the_table(at)["thumbnail"].iloc[0])
     assert "this page updates by itself" not in shown(at)
     assert history.store.get(pid).tracking == "done"
 
@@ -402,6 +440,26 @@ def test_the_csv_export_holds_the_filtered_rows_and_never_the_key(sim, history, 
     exported = download(at, media, "Export table as CSV").decode()
     assert [row["id"] for row in csv.DictReader(io.StringIO(exported))] == [vase]
     assert KEY not in exported
+
+
+def test_the_csv_has_clean_utc_times_and_names_the_stored_copies(sim, history, media):
+    boat, = history.add("a paper boat", num_outputs=2)
+    vase, = history.add("[sim:fail] a broken vase")
+    at = select_rows(history_page(sim), 0, 1)  # both: the vase (newest) and the boat
+    rows = {row["id"]: row for row in csv.DictReader(io.StringIO(download(at, media, "Export table").decode()))}
+    record = history.store.get(boat)
+    for name in ("created_at", "started_at", "completed_at"):
+        shown = rows[boat][name]  # e.g. 2026-05-03T05:26:20.165Z, not 05:26:20.164999962+00:00
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", shown), shown
+        assert abs(datetime.fromisoformat(shown) - getattr(record, name)) <= timedelta(microseconds=500)
+    assert re.fullmatch(r"\d+(\.\d{1,3})?", rows[boat]["run_time"])
+    # Where the stored copies are: the files of the ZIP export, which outlive the upstream links.
+    archive = zipfile.ZipFile(io.BytesIO(download(at, media, "Images of 2 selected")))
+    images = sorted(name for name in archive.namelist() if not name.endswith("input.json"))
+    assert json.loads(rows[boat]["stored_outputs"]) == images == [f"{boat}/0.webp", f"{boat}/1.webp"]
+    assert json.loads(rows[vase]["stored_outputs"]) == []
+    assert "output_urls" not in rows[boat]
+    assert json.loads(rows[boat][export.UPSTREAM_URLS_COLUMN]) == record.output_urls  # kept, named as expiring
 
 
 def test_a_prompt_that_looks_like_a_formula_is_exported_as_text(sim, history, media):

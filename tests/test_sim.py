@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import pytest
 from PIL import Image
 
-from comet.sim import Sim
+from comet.sim import FAULT_KINDS, FAULT_ROUTES, Sim
 
 TERMINAL = {"succeeded", "failed", "canceled", "aborted"}
 ROOT = Path(__file__).resolve().parent.parent
@@ -506,3 +506,24 @@ def test_cli_serves_a_full_flow():
         proc.terminate()
         assert proc.wait(timeout=5) == 0
     assert proc.stdout.read() == "" and proc.stderr.read() == ""
+
+
+def test_cli_help_describes_every_option_and_fault():
+    shown = subprocess.run([sys.executable, "-m", "comet.sim", "--help"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=30, check=True).stdout
+    described = {}  # option -> its description ("--expire SECONDS  how long ..." over one or more lines)
+    for entry in re.split(r"\n(?=  -)", shown.split("options:\n", 1)[1].split("\n\n", 1)[0]):
+        head, *more = entry.strip().split("\n")
+        described[head.split()[0].rstrip(",")] = " ".join(
+            re.split(r"\s{2,}", head, maxsplit=1)[1:] + [line.strip() for line in more])
+    options = {"--host", "--port", "--key", "--expire", "--start-delay", "--run-time", "--no-cancel",
+               "--output-style", "--state", "--fault"}
+    assert options <= set(described)
+    for option in options:
+        assert len(described[option].split()) >= 4, f"{option} is not described: {described[option]!r}"
+    assert "without it any non-empty Bearer key is accepted" in described["--key"]
+    faults = shown.split("fault kinds", 1)[1]
+    for kind in FAULT_KINDS:  # every kind, each with what it does
+        assert re.search(rf"^  (?:[\w-]+, )*{re.escape(kind)}(?:, [\w-]+)* +\w", faults, re.MULTILINE), kind
+    assert re.search(r"^  status:VALUE +\w", faults, re.MULTILINE)
+    assert all(route in faults for route in FAULT_ROUTES)

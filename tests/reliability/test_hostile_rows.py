@@ -122,7 +122,7 @@ def test_history_lists_every_row_and_shows_the_ordinary_ones_as_usual(history):
     good = table.loc[GOOD_IMAGE]
     assert (good["model"], list(good["status"]), good["run_time"]) == ("FLUX.1 [schnell]", ["succeeded"], "2.5 s")
     assert good["created"] == pd.Timestamp("2026-11-25T10:00:00Z")
-    assert good["thumbnail"].startswith("data:image/jpeg;base64,")
+    assert "data:image/jpeg;base64," in good["thumbnail"]
     assert list(table.loc[GOOD_FAILURE, "status"]) == ["failed"]
     # The bad values show as unknown, in their own rows only.
     assert table.loc[["year9999created000000001", "negativecreated000000001"], "created"].isna().all()

@@ -148,7 +148,7 @@ def test_links_and_images_spelled_out_by_the_api_stay_text_in_a_real_browser(tmp
         # error), the note under it, the status badge (its first 24 characters).
         assert PHISH in visible(error.inner_text()) and BARE in visible(error.inner_text())
         shown = visible(main.inner_text())
-        assert shown.count(BARE) == 2, "the error and the note"
+        assert shown.count(BARE) == 3, "the prompt, the error and the note"
         assert shown.count("[log in](https://evil.ex…") == 2, "the badge and the error line's status"
         assert "\\" not in shown, "escapes are not visible: nothing was escaped twice"
         nothing_links_out("detail view")
