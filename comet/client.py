@@ -37,6 +37,11 @@ _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _ID_IN_TEXT = re.compile(rb'"id"\s*:\s*"([A-Za-z0-9][A-Za-z0-9_-]{5,63})"')
 # A prediction's JSON is small; outputs given as data: URIs make it larger, never this large.
 MAX_ANSWER_BYTES = 32 * 1024 * 1024
+# What the last call of a Client found, for the sidebar badge: the API answered with the key
+# accepted, refused the key (401), or could not be reached (no answer, or a gateway saying the
+# origin did not answer).
+OK, REJECTED, UNREACHABLE = "ok", "rejected", "unreachable"
+_GATEWAY_FAILURES = frozenset({502, 503, 504, 524})
 
 
 @dataclass(frozen=True)
@@ -137,9 +142,22 @@ class Answer:
             raise ValueError(f"not JSON we can read: {type(exc).__name__}") from None
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What a Client's latest call found: OK, REJECTED or UNREACHABLE, at `at` (epoch seconds),
+    with the HTTP status when there was an answer."""
+
+    state: str
+    at: float
+    status: int | None = None
+
+
 class Client:
     """create / get / cancel over pooled sessions (one per thread: requests.Session is not
-    guaranteed thread-safe, and the tracker and page sessions share one Client)."""
+    guaranteed thread-safe, and the tracker and page sessions share one Client).
+
+    `personal`: the key is a visitor's own (Use your own key), not the server's COMETAPI_KEY;
+    it only changes what a rejected key's message tells the user to do."""
 
     def __init__(
         self,
@@ -149,10 +167,12 @@ class Client:
         timeouts: Timeouts = Timeouts(),
         retry: RetryPolicy = RetryPolicy(),
         max_answer_bytes: int = MAX_ANSWER_BYTES,
+        personal: bool = False,
     ) -> None:
         if not api_key:
             raise ValueError("An API key is required.")
         self.base_url = normalize_base_url(base_url)
+        self.personal = personal
         self.timeouts = timeouts
         self.retry = retry
         self.max_answer_bytes = max_answer_bytes
@@ -164,6 +184,7 @@ class Client:
         # guaranteed thread-safe).
         self._idle: dict[bool, list[requests.Session]] = {True: [], False: []}
         self._lock = threading.Lock()
+        self._outcome: Outcome | None = None  # None until a call has been made
 
     def __enter__(self) -> Client:
         return self
@@ -173,6 +194,17 @@ class Client:
 
     def __repr__(self) -> str:  # never the key
         return f"Client(base_url={self.base_url!r})"
+
+    @property
+    def last_outcome(self) -> Outcome | None:
+        """What the latest finished call (from any thread: a page, the tracker) found, or None
+        before the first one."""
+        with self._lock:
+            return self._outcome
+
+    def _note_outcome(self, state: str, status: int | None = None) -> None:
+        with self._lock:
+            self._outcome = Outcome(state, time.time(), status)
 
     # ---- public calls -------------------------------------------------------------------
 
@@ -286,13 +318,26 @@ class Client:
                 with response:
                     body = net.read_capped(response, self.max_answer_bytes)
                 reusable = True
-                return Answer(response.status_code, response.headers, body)
+                answer = Answer(response.status_code, response.headers, body)
+                self._note_answer(answer)
+                return answer
             except requests.RequestException as exc:
+                self._note_outcome(UNREACHABLE)
                 if deadline.expired:
                     raise net.DeadlineExpired(deadline.seconds) from exc
                 raise
             finally:
                 self._put_back(session, retrying, reusable)
+
+    def _note_answer(self, answer: Answer) -> None:
+        status = answer.status_code
+        if status == 401:
+            self._note_outcome(REJECTED, status)
+        elif status in _GATEWAY_FAILURES or 300 <= status < 400 or _is_html(answer):
+            # No API answered: a gateway whose origin is down, or a web page at a wrong base URL.
+            self._note_outcome(UNREACHABLE, status)
+        else:  # the API itself answered and took the key (a 403, 404 or 422 says so too)
+            self._note_outcome(OK, status)
 
     def _put_back(self, session: requests.Session, retrying: bool, reusable: bool) -> None:
         """A session whose call was cut off may hold a half-read connection: closed, not kept."""
@@ -377,7 +422,7 @@ class Client:
                 "Gateway timeout (524): CometAPI's provider did not answer within about 100 s.", **kwargs
             )
         if status == 401:
-            return errors.AuthError("CometAPI rejected the API key (401). Check COMETAPI_KEY.", **kwargs)
+            return errors.AuthError(rejected_key_message(personal=self.personal), personal=self.personal, **kwargs)
         if status == 403:
             return errors.Forbidden(f"This key may not do that (403){said}", **kwargs)
         if status == 404:
@@ -392,6 +437,15 @@ class Client:
                 return self._uncertain(f"server error {status}", **kwargs)
             return errors.ServerError(f"CometAPI had a server error ({status}){said}", **kwargs)
         return errors.CometError(f"Unexpected answer from CometAPI ({status}){said}", **kwargs)
+
+
+def rejected_key_message(*, personal: bool) -> str:
+    """Which key CometAPI refused, and what whoever reads it can do about it."""
+    if personal:
+        return ("CometAPI rejected your own API key (401). Check the key you entered under "
+                "Use your own key in the sidebar.")
+    return ("CometAPI rejected the server's API key (401). The app's operator should check "
+            "COMETAPI_KEY; meanwhile you can use your own key (sidebar: Use your own key).")
 
 
 def _limit(exc: Exception, read_timeout: float) -> str:

@@ -49,7 +49,12 @@ class CreateUncertain(CometError):
 
 
 class AuthError(CometError):
-    """401: the key is missing or wrong."""
+    """401: the key is missing or wrong. `personal`: it was a visitor's own key (Use your own
+    key), not the server's COMETAPI_KEY, so the advice goes to the visitor, not the operator."""
+
+    def __init__(self, message: str, *, personal: bool = False, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.personal = personal
 
 
 class Forbidden(CometError):

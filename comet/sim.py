@@ -6,12 +6,17 @@ demo mode and the tests exercise the same behaviour a real account would show. I
 knows the models only loosely: it is a second opinion on the API, not a copy of our catalog.
 
 Run it standalone with ``python -m comet.sim --port 8765``.
+
+Stand-ins given one state file (``--state``; the app's demo mode uses one per data folder) are
+one stand-in to their clients: each reads what the others wrote before answering, and writes
+take turns under a file lock, so any of them answers for a prediction another one created.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import copy
 import hashlib
 import io
@@ -32,6 +37,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from PIL import Image, ImageDraw, ImageFont
+
+try:  # POSIX: stand-ins sharing a state file take turns to change it
+    import fcntl
+except ImportError:  # Windows: no lock across processes; each write still replaces the file whole
+    fcntl = None
 
 OWNER = "black-forest-labs"
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
@@ -307,9 +317,8 @@ class Sim:
         self._requests: list[dict] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        if state_file and os.path.exists(state_file):
-            with open(state_file, encoding="utf-8") as fh:
-                self._predictions = json.load(fh)["predictions"]
+        self._state_seen: tuple[int, int, int] | None = None  # the state file as last read or written
+        self._sync_state(strict=True)  # an unreadable file stops the start, as it always did
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -385,11 +394,13 @@ class Sim:
     def predictions(self) -> dict[str, dict]:
         """Internal records by id (a copy)."""
         with self._lock:
+            self._sync_state()
             return copy.deepcopy(self._predictions)
 
     def get_prediction(self, prediction_id: str) -> dict | None:
         """The public JSON a GET would answer now, or None for an unknown id."""
         with self._lock:
+            self._sync_state()
             rec = self._predictions.get(prediction_id)
             return None if rec is None else self._public(rec, time.time())
 
@@ -485,13 +496,16 @@ class Sim:
         if route == "create":
             return self._create(*args, body, rid)
         with self._lock:
+            self._sync_state()
             rec = self._predictions.get(args[0])
             if rec is None:
                 return _not_found()
             now = time.time()
             if route == "cancel" and self._status(rec, now) not in TERMINAL:
-                rec["canceled"] = now
-                self._save()
+                with self._writing():
+                    rec = self._predictions.get(args[0], rec)  # the latest shared version
+                    if self._status(rec, now) not in TERMINAL:
+                        rec["canceled"] = now
             return _json_reply(200, self._public(rec, now))
 
     def _create(self, owner: str, name: str, body: bytes, rid: str) -> _Reply:
@@ -516,8 +530,8 @@ class Sim:
                                      "detail": "\n".join(problems), "status": 422})
         rec = self._new_record(name, model, inp)
         with self._lock:
-            self._predictions[rec["id"]] = rec
-            self._save()
+            with self._writing():
+                self._predictions[rec["id"]] = rec
             return _json_reply(201, self._public(rec, rec["created"]))
 
     def _new_record(self, name: str, model: _Model, inp: dict) -> dict:
@@ -639,6 +653,7 @@ class Sim:
 
     def _file(self, pid: str, index: str, ext: str) -> _Reply:
         with self._lock:
+            self._sync_state()
             rec = self._predictions.get(pid)
             now = time.time()
             if rec is None or ext != rec["format"] or int(index) >= rec["outputs"]:
@@ -648,13 +663,52 @@ class Sim:
                 return _Reply(404, b"Not found", "text/plain")
             return _Reply(200, self._image(rec, int(index)), _CONTENT_TYPES[ext])
 
-    def _save(self) -> None:
+    # -- the state file, shared by every stand-in given it (all under self._lock) ----------------
+
+    def _sync_state(self, strict: bool = False) -> None:
+        """Take up what another stand-in wrote to the state file since this one last read or
+        wrote it: one stat per request, a read only when the file changed. The file is the
+        truth (every change is written to it), memory a copy of it. A file spoiled while
+        serving (by hand: writes replace it whole) leaves the copy as it was."""
         if not self.state_file:
             return
-        tmp = f"{self.state_file}.tmp"
+        try:
+            seen = _file_signature(self.state_file)
+            if seen == self._state_seen:
+                return
+            with open(self.state_file, encoding="utf-8") as fh:
+                predictions = json.load(fh)["predictions"]
+            if not isinstance(predictions, dict):
+                raise ValueError(f"{self.state_file} holds no predictions")
+        except FileNotFoundError:  # nothing saved yet
+            return
+        except (ValueError, KeyError, TypeError):
+            if strict:
+                raise
+            return
+        self._predictions, self._state_seen = predictions, seen
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """A change of the predictions: made on the latest state and saved before any other
+        stand-in sharing the file may change it (an exclusive lock on a file beside it), so
+        none overwrites another's prediction or cancel."""
+        if not self.state_file:
+            yield
+            return
+        with open(f"{self.state_file}.lock", "a") as lock:  # closing it releases the lock
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            self._sync_state()
+            yield
+            self._save()
+
+    def _save(self) -> None:
+        tmp = f"{self.state_file}.{os.getpid()}.tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump({"predictions": self._predictions}, fh)
-        os.replace(tmp, self.state_file)  # atomic: a crash never leaves half a file
+        os.replace(tmp, self.state_file)  # atomic: a crash never leaves half a file, a reader never reads one
+        self._state_seen = _file_signature(self.state_file)  # our own write needs no reading back
 
     def _control(self, method: str, path: str, body: bytes) -> _Reply:
         try:
@@ -673,6 +727,12 @@ class Sim:
         except (TypeError, ValueError) as exc:
             return _json_reply(400, {"detail": str(exc)})
         return _json_reply(200, {"ok": True})
+
+
+def _file_signature(path: str | os.PathLike) -> tuple[int, int, int]:
+    """Changes whenever the file is replaced (a new inode) or rewritten."""
+    found = os.stat(path)
+    return found.st_ino, found.st_size, found.st_mtime_ns
 
 
 def _parse_json(body: bytes) -> object:
@@ -748,18 +808,53 @@ def _fault_spec(spec: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m comet.sim", description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--key", help="the only API key accepted (default: any non-empty key)")
-    parser.add_argument("--expire", type=float, default=3600.0, help="seconds outputs live")
-    parser.add_argument("--start-delay", type=float, default=0.5)
-    parser.add_argument("--run-time", type=float, default=3.0)
-    parser.add_argument("--no-cancel", action="store_true", help="answer cancel like a bad path")
-    parser.add_argument("--output-style", choices=OUTPUT_STYLES, default="model")
-    parser.add_argument("--state", metavar="FILE", help="JSON file that keeps predictions")
+    # What each fault kind does, for --help (FAULT_KINDS are the kinds themselves).
+    kinds = [
+        ("429", "throttled: JSON 429, with Retry-After only when RETRY_AFTER is given"),
+        ("500, 502, 503, 504", "the JSON error envelope with that status"),
+        ("500-invalid", "the JSON error envelope, status 500, code invalid_request"),
+        ("524", "Cloudflare's HTML timeout page"),
+        ("301", "nginx's HTML 301 page (what a wrong base URL gets)"),
+        ("hang", "served (a create still creates), answered 60 s late (never if the server stops)"),
+        ("drop", "served, then the connection is closed without an answer"),
+        ("malformed", "a JSON body cut off mid-way, status 200"),
+        ("status:VALUE", "served, with the answer's status field set to VALUE"),
+    ]
+    epilog = "\n".join([
+        "fault kinds (--fault ROUTE:KIND[:TIMES[:RETRY_AFTER]]):",
+        *(f"  {kind:<19} {what}" for kind, what in kinds),
+        f"ROUTE: one of {', '.join(FAULT_ROUTES)} (any: every route)",
+        "TIMES: how many requests get the fault (default 1, -1: until cleared); RETRY_AFTER: seconds",
+        "",
+        "A prompt containing [sim:fail] or [sim:abort] ends failed or aborted; [sim:slow] runs 60 x",
+        "--run-time.",
+        "example: python -m comet.sim --port 8765 --fault create:429:2:1.5 --fault get:status:weird",
+    ])
+    parser = argparse.ArgumentParser(prog="python -m comet.sim", description=__doc__.splitlines()[0],
+                                     epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8765, help="port to listen on, 0 for any free one "
+                        "(default: %(default)s)")
+    parser.add_argument("--key", help="the only API key accepted; without it any non-empty Bearer key "
+                        "is accepted (a missing one is still refused with 401)")
+    parser.add_argument("--expire", type=float, default=3600.0, metavar="SECONDS",
+                        help="how long output files can be downloaded after a run ends; later they "
+                        "answer 404 and the prediction lists no outputs (default: %(default)s)")
+    parser.add_argument("--start-delay", type=float, default=0.5, metavar="SECONDS",
+                        help="time a new prediction stays 'starting' before it is 'processing' "
+                        "(default: %(default)s)")
+    parser.add_argument("--run-time", type=float, default=3.0, metavar="SECONDS",
+                        help="time a prediction stays 'processing' before it ends (default: %(default)s)")
+    parser.add_argument("--no-cancel", action="store_true",
+                        help="answer cancel like an unknown path (HTML 301), as servers without it do")
+    parser.add_argument("--output-style", choices=OUTPUT_STYLES, default="model",
+                        help="shape of a success's output: as each model answers (model), always a "
+                        "string, always a list, or inline data: URIs (default: %(default)s)")
+    parser.add_argument("--state", metavar="FILE",
+                        help="JSON file that keeps predictions across restarts (default: memory only)")
     parser.add_argument("--fault", type=_fault_spec, action="append", default=[],
-                        metavar="ROUTE:KIND[:TIMES[:RETRY_AFTER]]")
+                        metavar="ROUTE:KIND[:TIMES[:RETRY_AFTER]]",
+                        help="spoil requests to ROUTE with KIND (see below); repeatable")
     args = parser.parse_args(argv)
     sim = Sim(host=args.host, port=args.port, key=args.key, expire=args.expire,
               start_delay=args.start_delay, run_time=args.run_time,

@@ -282,7 +282,9 @@ class Store:
     # the prediction's lease (and it is still tracked), release it, and return whether they applied.
 
     def record(self, prediction: Prediction, *, creator: str | None = None) -> None:
-        """Remember a prediction the moment its id is known; a known id is updated instead."""
+        """Remember a prediction the moment its id is known. A known id is updated instead, and
+        if its tracking had stopped (gave_up) it is tracked again: asking to track an id is how
+        a user revives one (its creator stays the first one recorded)."""
         now = time.time()
         values = _prediction_values(prediction)
         values.setdefault("created_at", now)  # the API normally sends it; ordering needs one
@@ -291,7 +293,7 @@ class Store:
         try:
             self._write(lambda conn: conn.execute(sa.insert(predictions).values(row)))
         except IntegrityError:
-            self.update(prediction)
+            self.update(prediction, revive=True)
 
     def update(
         self,
@@ -301,12 +303,15 @@ class Store:
         note: str | None = None,
         owner: str | None = None,
         keep_lease: bool = False,
+        revive: bool = False,
     ) -> bool:
         """Store what a fresh answer says. A note means this poll had a problem: it is shown to
         the user and counts as a failure (for backoff); no note clears the last problem.
 
         Tracking ends ("done") on a final status, except a success whose outputs are not stored
-        yet: that stays active until save_outputs (or give_up)."""
+        yet: that stays active until save_outputs (or give_up). `revive` puts a prediction whose
+        tracking stopped (gave_up) back under the trackers, due at once and unleased; one that
+        is done stays done."""
         p = predictions.c
         now = time.time()
         values: dict[str, Any] = {
@@ -318,10 +323,20 @@ class Store:
         }
         if next_poll_at is not None:
             values["next_poll_at"] = next_poll_at
+        tracking: sa.ColumnElement = p.tracking
+        if revive:
+            stopped = p.tracking == GAVE_UP
+            tracking = sa.case((stopped, ACTIVE), else_=p.tracking)
+            values["next_poll_at"] = sa.case((stopped, now), else_=values.get("next_poll_at", p.next_poll_at))
+            # A stopped row holds no live claim (give_up releases it): clear any leftover.
+            values["lease_owner"] = sa.case((stopped, None), else_=p.lease_owner)
+            values["lease_until"] = sa.case((stopped, None), else_=p.lease_until)
         if prediction.status == SUCCEEDED:
-            values["tracking"] = sa.case((p.output_count > 0, DONE), else_=p.tracking)
+            values["tracking"] = sa.case((p.output_count > 0, DONE), else_=tracking)
         elif prediction.is_terminal:
             values["tracking"] = DONE
+        elif revive:
+            values["tracking"] = tracking
         return self._change(prediction.id, values, owner, keep_lease)
 
     def save_outputs(
@@ -618,15 +633,27 @@ class Store:
         text: str | None = None,
         creator: str | None = None,
     ) -> pd.DataFrame:
-        """Every matching prediction, newest first, for a CSV: no paging, no image bytes."""
-        p = predictions.c
+        """Every matching prediction, newest first, for a CSV: no paging, no image bytes.
+        `stored_outputs` lists each stored output as (idx, content_type), in idx order."""
+        p, o = predictions.c, outputs.c
         columns = [p.id, p.model, p.status, p.prompt, p.input, p.error, p.created_at, p.started_at,
                    p.completed_at, p.run_time, p.creator, p.output_count, p.output_urls, p.data_removed,
                    p.tracking, p.note]
-        query = (sa.select(*columns).where(*_filters(statuses, models, text, creator))
-                 .order_by(p.created_at.desc(), p.id.desc()))
-        rows = self._read(lambda conn: conn.execute(query).all())
+        where = _filters(statuses, models, text, creator)
+        query = sa.select(*columns).where(*where).order_by(p.created_at.desc(), p.id.desc())
+        # The outputs' types, in the same transaction (the CSV names the files the ZIP holds).
+        kinds = (sa.select(o.prediction_id, o.idx, o.content_type)
+                 .join_from(outputs, predictions, o.prediction_id == p.id).where(*where).order_by(o.idx))
+
+        def read(conn: sa.Connection) -> tuple[list[sa.Row], dict[str, list[tuple[int, str]]]]:
+            stored: dict[str, list[tuple[int, str]]] = {}
+            for out in conn.execute(kinds):
+                stored.setdefault(out.prediction_id, []).append((out.idx, out.content_type))
+            return conn.execute(query).all(), stored
+
+        rows, stored = self._read(read)
         frame = pd.DataFrame([tuple(row) for row in rows], columns=[c.name for c in columns])
+        frame["stored_outputs"] = pd.Series([stored.get(row.id, []) for row in rows], dtype=object)
         for name in ("created_at", "started_at", "completed_at"):
             frame[name] = _datetimes(frame[name])
         frame["run_time"] = _durations(frame["run_time"])
@@ -916,8 +943,8 @@ def _storable(text: str | None, limit: int | None = None) -> str | None:
 
 def _clipped(value: object, limit: int) -> str | None:
     """Stored text cut to `limit` characters for showing (an ellipsis says it was cut)."""
-    if value is None:
-        return None
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None  # pandas 3 reads NULL in a text column as NaN: not the text "nan"
     text = str(value)
     return text if len(text) <= limit else text[:limit] + "…"
 

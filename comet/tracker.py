@@ -55,8 +55,8 @@ OUTPUT_LIFETIME = 3600.0  # the API deletes output files an hour after the run e
 NOT_FOUND_NOTE = "CometAPI no longer knows this prediction (404)."
 EXPIRED_NOTE = "The outputs expired before they could be saved."
 NO_OUTPUT_NOTE = "CometAPI reported success but listed no image that could be read."
-PERSONAL_KEY_NOTE = ("Made with a personal key, which is not kept after a restart: "
-                     "track it again from the History page with that key.")
+PERSONAL_KEY_NOTE = ("Made with a visitor's own key, which is not kept after a restart: enter that key "
+                     "under Use your own key, then press Resume tracking.")
 
 
 class Tracker:
@@ -159,6 +159,7 @@ class Tracker:
     def track(self, prediction: Prediction, creator: str | None = None, client: Client | None = None) -> None:
         """Record a prediction and have it followed. If the store cannot be reached, it is kept
         here and recorded as soon as the store is back (an accepted prediction is never lost).
+        An id already in the history whose tracking stopped is followed again (Store.record).
         `client`: one made with a visitor's own key is polled with that key, held in memory only."""
         if client is not None:
             with self._lock:
@@ -302,8 +303,8 @@ class Tracker:
         except errors.NotFound:
             self._give_up(record.id, NOT_FOUND_NOTE)
             return
-        except errors.AuthError as exc:
-            self._give_up(record.id, f"Stopped checking: {exc}")
+        except errors.AuthError as exc:  # the message says whose key, and what to do
+            self._give_up(record.id, str(exc))
             return
         except errors.CometError as exc:  # transient, or unknown: keep going with backoff
             self._retry_later(record, f"Last check failed: {exc}", retry_after=exc.retry_after)

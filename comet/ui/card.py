@@ -15,6 +15,7 @@ import time
 import unicodedata
 from collections.abc import Callable
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import streamlit as st
 from PIL import Image, ImageOps
@@ -138,6 +139,8 @@ def seconds(value: object) -> str:
 
 
 def elapsed(record: Record) -> str:
+    if _stopped(record) and not record.is_terminal:  # nothing follows it: no clock runs on
+        return f"status unknown since {when(record.last_polled_at or record.recorded_at)}"
     if record.is_terminal:
         shown = seconds(record.run_time)
         return f"ran {shown}" if shown != "–" else "finished"
@@ -196,19 +199,28 @@ def _latest(conn: Connection, prediction_id: str, was_running: bool) -> Record |
 def _draw(conn: Connection, record: Record, key: str, on_reuse) -> None:
     with st.container(border=True):
         _header(record)
-        if not record.is_terminal:
+        stopped_unfinished = _stopped(record) and not record.is_terminal
+        if stopped_unfinished:  # no progress bar and no Cancel: nothing is following it
+            st.warning(f"**Stopped checking:** {plain(record.note or 'no reason was recorded.')}",
+                       icon=":material/pause_circle:")
+        elif not record.is_terminal:
             _progress(conn, record, key)
         elif record.status == "succeeded":
             _images(conn, record, key)
         elif record.error:
             st.error(failure_line(record.status, record.error), icon=":material/error:")
-        if record.note:
+        if record.note and not stopped_unfinished:
             st.caption(plain(record.note))
+        if _stopped(record):
+            _resume(conn, record, key)
         _actions(record, key, on_reuse)
 
 
 def _header(record: Record) -> None:
-    status_badge(record.status)
+    if _stopped(record) and not record.is_terminal:  # its last known status may be long out of date
+        st.badge("Not followed", icon=":material/pause_circle:", color="gray")
+    else:
+        status_badge(record.status)
     st.markdown(f"**{plain(model_title(record.model))}** · {elapsed(record)}")
     st.page_link(HISTORY_PAGE, label=id_label(record.id), icon=":material/link:", query_params={"id": record.id},
                  help=f"Open in History: a link to share. Prediction {shown_id(record.id)}")
@@ -234,6 +246,42 @@ def _progress(conn: Connection, record: Record, key: str) -> None:
         st.warning(refused, icon=":material/block:")
 
 
+def _stopped(record: Record) -> bool:
+    """The tracker stopped following it (gave_up): its stored status is the last one known."""
+    return record.tracking == "gave_up"
+
+
+def when(moment: datetime) -> str:
+    """A moment in the viewer's time zone (as the browser reports it), else in UTC."""
+    try:
+        zone = ZoneInfo(st.context.timezone) if st.context.timezone else None
+    except (ValueError, KeyError, ZoneInfoNotFoundError):  # not a zone name we know
+        zone = None
+    return f"{moment.astimezone(zone):%Y-%m-%d %H:%M}" if zone else f"{moment:%Y-%m-%d %H:%M} UTC"
+
+
+def _resume(conn: Connection, record: Record, key: str) -> None:
+    """Ask CometAPI again with the key in use now (a visitor's own, if they entered one) and,
+    if it answers, have the tracker follow the prediction to the end, images saved."""
+    problem_key = f"{key}-resume-problem"
+    if st.button("Resume tracking", key=f"{key}-resume", icon=":material/play_circle:",
+                 help="Check this prediction again with the key in use now, and follow it to the end."):
+        try:
+            conn.follow(record.id, creator=None)  # the first creator recorded is kept
+        except errors.NotFound:
+            st.session_state[problem_key] = (
+                "CometAPI does not know this prediction for the key in use now. If it was made with "
+                "your own key, enter it under **Use your own key** first.")
+        except errors.CometError as exc:
+            st.session_state[problem_key] = f"Could not resume: {plain(str(exc))}"
+        else:
+            st.session_state.pop(problem_key, None)
+            st.rerun()  # the whole page: the card ticks again while the tracker follows it
+    # Kept in the session so the answer outlasts the card's next run.
+    if problem := st.session_state.get(problem_key):
+        st.warning(problem, icon=":material/block:")
+
+
 def _images(conn: Connection, record: Record, key: str) -> None:
     if not record.outputs:
         if record.data_removed:
@@ -250,7 +298,9 @@ def _images(conn: Connection, record: Record, key: str) -> None:
             continue
         content_type, data = stored
         with columns[n % len(columns)]:
-            st.image(_display(data), width="stretch")
+            # At most its natural size (a 512 px image stretched over a wide column blurs); the
+            # fullscreen button and Download give it whole.
+            st.image(_display(data), width="content")
             st.download_button(
                 "Download",
                 data,

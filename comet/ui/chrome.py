@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import NoReturn
 
 import streamlit as st
 
+from comet.client import OK, REJECTED
 from comet.store import HistoryError, HistoryUnavailable, Store
 
 from comet.ui.access import account_box, open_to_anyone_warning, require_access
@@ -36,15 +38,46 @@ def page_setup() -> Connection:
         st.stop()
     with st.sidebar:
         account_box()
-        if conn.demo:
-            st.badge("Demo mode · local stand-in", icon=":material/science:", color="orange")
-        else:
-            st.badge(f"Live · {conn.label}", icon=":material/cloud_done:", color="green")
+        connection_badge(conn)
         own_key_box(settings().base_host)
     if conn.demo:
         st.info(DEMO_NOTICE, icon=":material/science:")
     open_to_anyone_warning(has_server_key=not conn.demo)
     return conn
+
+
+def connection_badge(conn: Connection) -> None:
+    """The API as this connection last found it: what the latest call of its client (a page's,
+    or the tracker's polls) got. Live until a call says otherwise."""
+    if conn.demo:
+        st.badge("Demo mode · local stand-in", icon=":material/science:", color="orange")
+        return
+    outcome = conn.client.last_outcome
+    if outcome is None or outcome.state == OK:
+        st.badge(f"Live · {conn.label}", icon=":material/cloud_done:", color="green")
+    elif outcome.state == REJECTED:
+        st.badge(f"Key rejected · {conn.label}", icon=":material/key_off:", color="red")
+        if conn.personal:
+            st.caption(f"CometAPI rejected your key {_ago(outcome.at)}: check the key you entered under "
+                       "**Use your own key** (forget it, then paste it again).")
+        else:
+            st.caption(f"CometAPI rejected the server's key {_ago(outcome.at)}: the app's operator should "
+                       "check `COMETAPI_KEY`. Meanwhile you can use your own key below.")
+    else:
+        st.badge(f"Unreachable · {conn.label}", icon=":material/cloud_off:", color="orange")
+        st.caption(f"No answer from the API {_ago(outcome.at)}. Running predictions are checked again "
+                   "by themselves.")
+
+
+def _ago(moment: float) -> str:
+    seconds = max(time.time() - moment, 0.0)
+    if seconds < 10:
+        return "just now"
+    if seconds < 60:
+        return f"{seconds:.0f} s ago"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f} min ago"
+    return f"{seconds // 3600:.0f} h ago"
 
 
 def through_app_navigation() -> None:

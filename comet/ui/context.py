@@ -38,6 +38,14 @@ class Connection:
         """Hand a prediction to the tracker; one made with a personal key is polled with it."""
         self.tracker.track(prediction, creator=creator, client=self.client if self.personal else None)
 
+    def follow(self, prediction_id: str, creator: str | None):
+        """Look a prediction up by id with this connection's key and have the tracker follow it:
+        adds one made elsewhere, or revives one whose tracking stopped (then polled with the key
+        in use now). Raises CometError (e.g. NotFound, AuthError) and then changes nothing."""
+        prediction = self.client.get(prediction_id)
+        self.track(prediction, creator=creator)
+        return prediction
+
 
 def read_secrets() -> Mapping[str, object]:
     """Top-level secrets, or {} when the app has no secrets file (st.secrets raises then)."""
@@ -96,7 +104,7 @@ def _personal_connection(config: Settings, personal_key: str) -> Connection:
     fingerprint = _fingerprint(config.base_url, personal_key)
     held = st.session_state.get(SESSION_CLIENT_KEY)
     if held is None or held[0] != fingerprint:
-        held = (fingerprint, Client(config.base_url, personal_key))
+        held = (fingerprint, Client(config.base_url, personal_key, personal=True))
         st.session_state[SESSION_CLIENT_KEY] = held
         _scrub_once(store_id, fingerprint, _store=store, _key=personal_key)
     return Connection(client=held[1], store=store, tracker=tracker, demo=False,
@@ -108,11 +116,13 @@ def _store_id(config: Settings) -> str:
 
 
 def current_user() -> str | None:
-    """Who is signed in (st.login), recorded as the creator of what they run."""
+    """Who is signed in, recorded as the creator of what they run: the st.login user, or the name
+    given with the shared password (comet/ui/access.py keeps it in the session as "access.passed")."""
     user = st.user
-    if not user.get("is_logged_in"):
-        return None
-    return str(user.get("email") or user.get("name") or user.get("sub") or "") or None
+    if user.get("is_logged_in"):
+        return str(user.get("email") or user.get("name") or user.get("sub") or "") or None
+    name = st.session_state.get("access.passed")
+    return name if isinstance(name, str) and name else None
 
 
 def _fingerprint(*parts: str) -> str:

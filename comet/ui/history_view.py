@@ -6,13 +6,21 @@ changes status, so a page of rows is shipped again only when something in it cha
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
+import json
+import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 import streamlit as st
+from PIL import Image
+from streamlit.delta_generator import DeltaGenerator
 
-from comet import errors, export
+from comet import catalog, errors, export, images, snippets
 from comet.prediction import KNOWN_STATUSES, is_valid_id
 from comet.store import HistoryUnavailable, Record
 from comet.ui import card, form
@@ -30,11 +38,22 @@ CREATE_PAGE = "pages/create.py"
 # gets which); a table column needs them as CSS colours. An unknown status stays plain.
 _BADGE_CSS = {"gray": "#8a8aa3", "blue": "#1c83e1", "green": "#21a354", "red": "#e0403a", "orange": "#e8833a"}
 STATUS_COLORS = {status: _BADGE_CSS[color] for status, (color, _icon) in card.STATUS_STYLE.items()}
-# Rows without an image (running, failed) get a quiet grey tile instead of the word "None".
-NO_THUMBNAIL = (
-    "data:image/svg+xml;utf8,<svg xmlns='http://www.w3.org/2000/svg' width='40' height='40'>"
-    "<rect width='40' height='40' rx='6' fill='%23d9d7e8'/></svg>"
-)
+ROW_HEIGHT = 48
+# The detail view: parameters are listed with values this long at most (the JSON has them whole),
+# at most this many (an input from elsewhere may hold anything); input images as thumbnails this
+# wide; a linked image's address shown this long at most.
+PARAM_NAME_CHARS, PARAM_VALUE_CHARS, MAX_PARAMS = 60, 300, 40
+INPUT_THUMB_WIDTH, MAX_INPUT_IMAGES = 160, 12
+URL_CHARS = 2000
+_DATA_URI = re.compile(r"data:image/[\w.+-]+;base64,(?P<payload>[A-Za-z0-9+/]*={0,2})")
+# Every thumbnail is a square tile, its image letterboxed inside (the grid draws an image at the
+# row's height and crops what is wider than the column: a 16:9 one filled it edge to edge). A
+# translucent tile reads on the light and the dark theme; rows without an image (running,
+# failed) get the bare tile instead of the word "None".
+_TILE = "<rect width='128' height='128' rx='12' fill='%238a8aa3' fill-opacity='0.22'/>"
+_SVG = "data:image/svg+xml;utf8,<svg xmlns='http://www.w3.org/2000/svg' width='128' height='128'>{}</svg>"
+NO_THUMBNAIL = _SVG.format(_TILE)
+_THUMBNAIL_URI = re.compile(r"data:image/(?:jpeg|png|webp);base64,[A-Za-z0-9+/]*={0,2}")
 
 
 @dataclass(frozen=True)
@@ -61,7 +80,7 @@ def filters(conn: Connection) -> Filters:
     text = text_column.text_input("Prompt contains", key="history.text", placeholder="Search prompts…")
     user = current_user()
     mine = mine_column.toggle("Mine", key="history.mine", disabled=user is None,
-                              help="Only predictions you created (needs sign-in).")
+                              help="Only predictions you created (needs sign-in; with the app's password, your name).")
     return Filters(tuple(statuses), tuple(models), text, user if mine and user else None)
 
 
@@ -83,8 +102,9 @@ def _watch(conn: Connection, before: dict[str, str]) -> None:
         st.caption(f":material/autorenew: {len(now)} running · this page updates by itself")
 
 
-def table(conn: Connection, chosen: Filters) -> list[str]:
-    """One page of the table; returns the ids of the selected rows."""
+def table(conn: Connection, chosen: Filters, toolbar: DeltaGenerator) -> list[str]:
+    """One page of the table, its pager and count in `toolbar` (above it); returns the ids of
+    the selected rows."""
     if st.session_state.get(SHOWN_FILTERS_KEY) != chosen:
         # New filters start on their first page (page 3 of other results would skip the newest).
         st.session_state[SHOWN_FILTERS_KEY] = chosen
@@ -98,35 +118,80 @@ def table(conn: Connection, chosen: Filters) -> list[str]:
     pages = (total + PAGE_SIZE - 1) // PAGE_SIZE
     page_number = 1
     if pages > 1:
-        page_number = st.number_input(f"Page (of {pages:,})", 1, pages, key=PAGE_KEY, width=160)
+        page_number = toolbar.number_input(f"Page (of {pages:,})", 1, pages, key=PAGE_KEY, width=150)
+    toolbar.caption(f"{total:,} prediction{'s' if total != 1 else ''} · newest first · select a row to open it")
     frame = conn.store.page(**chosen.query(), limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE)
     frame["model"] = frame["model"].map(card.model_title)
     frame["status"] = frame["status"].map(lambda status: [status])  # one coloured label per row
-    frame["run_time"] = frame["run_time"].map(lambda value: "" if pd.isna(value) else card.seconds(value))
+    frame["run_time"] = frame["run_time"].map(short_seconds)
     frame["creator"] = frame["creator"].fillna("")
-    frame["thumbnail"] = frame["thumbnail"].fillna(NO_THUMBNAIL)
+    frame["thumbnail"] = frame["thumbnail"].map(letterboxed)
+    # Ids first (what people copy into scripts and messages); Creator only where someone signed in,
+    # so that without sign-in its room goes to the prompt.
+    order = ["thumbnail", "status", "id", "prompt", "model", "created", "run_time"]
+    with_creator = bool(frame["creator"].astype(bool).any())
+    if with_creator:
+        order.append("creator")
     event = st.dataframe(
         frame,
         key=_table_key(frame["id"]),
         hide_index=True,
         on_select="rerun",
         selection_mode="multi-row",
-        row_height=48,
-        column_order=["thumbnail", "status", "prompt", "model", "created", "run_time", "creator", "id"],
+        row_height=ROW_HEIGHT,
+        height="content",  # the page's rows in full: the page scrolls, not a box inside it
+        column_order=order,
+        # Widths that fit the 900 px the wide layout leaves at 1360 px beside the sidebar (with the
+        # selection boxes' 32 px), measured in the grid's font: 210 px hold 99 % of 26-character
+        # ids, 136 the longest model title; the prompt gets the rest (a wider screen shares out more).
         column_config={
-            "thumbnail": st.column_config.ImageColumn("", width=56),
+            "thumbnail": st.column_config.ImageColumn("", width=ROW_HEIGHT),
             "status": st.column_config.MultiselectColumn(
-                "Status", width=110, options=list(STATUS_COLORS), color=list(STATUS_COLORS.values())),
-            "prompt": st.column_config.TextColumn("Prompt", width="large"),
-            "model": st.column_config.TextColumn("Model"),
-            "created": st.column_config.DatetimeColumn("Created", format="distance"),
-            "run_time": st.column_config.TextColumn("Run time", width=80),
-            "creator": st.column_config.TextColumn("Creator"),
-            "id": st.column_config.TextColumn("Prediction id"),
+                "Status", width=92, options=list(STATUS_COLORS), color=list(STATUS_COLORS.values())),
+            "id": st.column_config.TextColumn("Prediction id", width=210),
+            "prompt": st.column_config.TextColumn("Prompt", width=124 if with_creator else 224),
+            "model": st.column_config.TextColumn("Model", width=136),
+            # Exact and short, in the viewer's own time zone ("a few seconds ago" took 120 px).
+            "created": st.column_config.DatetimeColumn("Created", format="MMM D, HH:mm", width=96,
+                                                       timezone=viewer_timezone()),
+            "run_time": st.column_config.TextColumn("Run", width=56, help="Run time"),
+            "creator": st.column_config.TextColumn("Creator", width=100),
         },
     )
-    st.caption(f"{total:,} prediction{'s' if total != 1 else ''} · newest first · select a row to open it")
     return [frame["id"].iloc[row] for row in event.selection.rows]
+
+
+def viewer_timezone() -> str | None:
+    """The browser's time zone (an IANA name), or None (UTC) when unknown or not a real zone:
+    the browser sends it, so it is checked before anything shows times in it."""
+    name = st.context.timezone
+    try:
+        return name if name and ZoneInfo(name) else None
+    except (ValueError, OSError, ZoneInfoNotFoundError):
+        return None
+
+
+def short_seconds(value: object) -> str:
+    """A run time that fits the table's narrow column: "4.2 s", "95 s", "17 min"; "" if unknown."""
+    shown = card.seconds(value)
+    if shown == "–":
+        return ""
+    seconds = float(value)  # known, finite, not negative: card.seconds said so
+    if seconds < 10:
+        return shown
+    if seconds < 600:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 86_400 else "> 1 day"
+
+
+def letterboxed(thumbnail: str | None) -> str:
+    """A stored thumbnail (a data: URI) centred in the square tile, whatever its shape; the bare
+    tile for none. The thumbnail is embedded as it is: the SVG only places it ("meet" fits it
+    whole), so nothing is decoded or re-encoded here, and a data: URI loads nothing from elsewhere."""
+    if not isinstance(thumbnail, str) or not _THUMBNAIL_URI.fullmatch(thumbnail):
+        return NO_THUMBNAIL  # none (or not what the store makes: nothing else goes into the SVG)
+    image = f"<image width='128' height='128' preserveAspectRatio='xMidYMid meet' href='{thumbnail}'/>"
+    return _SVG.format(_TILE + image)
 
 
 def _table_key(ids: pd.Series) -> str:
@@ -145,10 +210,9 @@ def selection_changed(selected: list[str]) -> bool:
     return changed
 
 
-def exports(conn: Connection, chosen: Filters, selected: list[str]) -> None:
-    row = st.container(horizontal=True)
+def exports(conn: Connection, chosen: Filters, selected: list[str], row: DeltaGenerator) -> None:
     row.download_button(
-        "Export table as CSV", data=lambda: export.spreadsheet_csv(conn.store.export_rows(**chosen.query())),
+        "Export table as CSV", data=lambda: export.history_csv(conn.store.export_rows(**chosen.query())),
         file_name="comet-predictions.csv", mime="text/csv", icon=":material/table:", on_click="ignore",
     )
     row.download_button(
@@ -172,27 +236,156 @@ def detail(conn: Connection, prediction_id: str) -> None:
         track_form(conn, prediction_id, key="history.track-deep-link")
         _close_button()
         return
-    card.live_card(conn, prediction_id, key=f"detail-{prediction_id}", on_reuse=_reuse_on_create_page)
-    _facts(record)
-    _close_button()
-
-
-def _facts(record: Record) -> None:
-    timings = pd.DataFrame(
-        {
-            "Created": [record.created_at],
-            "Started": [record.started_at],
-            "Completed": [record.completed_at],
-            "Run time": [card.seconds(record.run_time)],
-            "Creator": [record.creator or "–"],
-        }
-    )
-    st.dataframe(timings, hide_index=True)
-    with st.expander("Input (exact JSON sent)", icon=":material/data_object:"):
-        st.code(export.input_json(record), language="json")
+    _prompt(record)
+    # The result beside what made it on a wide screen; stacked (result first) on a phone.
+    result, facts = st.columns([3, 2], gap="large")
+    with result:
+        card.live_card(conn, prediction_id, key=f"detail-{prediction_id}", on_reuse=_reuse_on_create_page)
+    with facts:
+        _facts(record)
+    with st.expander("Input (JSON sent)", icon=":material/data_object:"):
+        st.caption("Inline images are shortened here; the download has them whole.")
+        st.code(json.dumps({"input": snippets.shorten_data_uris(record.input)}, indent=2, ensure_ascii=False),
+                language="json", wrap_lines=True)
+        st.download_button("Download input JSON", lambda: export.input_json(record), key="history.input-json",
+                           file_name=f"{export.base_name(record.prompt, record.id)}-input.json",
+                           mime="application/json", icon=":material/download:", on_click="ignore")
     if record.is_terminal and record.logs_tail:
         with st.expander("Logs", icon=":material/terminal:"):
             st.code(record.logs_tail, language=None)
+    _close_button()
+
+
+def _prompt(record: Record) -> None:
+    """What people open a prediction for, first and as text."""
+    st.caption("Prompt")
+    if record.prompt.strip():
+        st.markdown(plain(record.prompt, limit=catalog.PROMPT_MAX_CHARS))
+    else:
+        st.markdown("*No prompt*")
+
+
+def _facts(record: Record) -> None:
+    """The id (copyable), the parameters and input images sent, and when and by whom."""
+    model = catalog.MODELS.get(record.model)
+    st.caption("Prediction id")
+    st.code(record.id, language=None, width="content")  # its copy button puts the id on the clipboard
+    image_fields = input_images(record.input, model)
+    if rows := parameters(record.input, model, skip={name for name, _label, _values in image_fields}):
+        st.caption("Parameters")
+        st.markdown("\n".join(f"- {plain(label)}: **{plain(value)}**" for label, value in rows))
+    for _name, label, values in image_fields:
+        st.caption(plain(label))
+        _input_image_row(values)
+    zone = viewer_timezone()
+    st.caption("Run")
+    st.markdown("\n".join([
+        f"- Created: {plain(when(record.created_at, zone))}",
+        f"- Started: {plain(when(record.started_at, zone))}",
+        f"- Completed: {plain(when(record.completed_at, zone))}",
+        f"- Run time: {plain(card.seconds(record.run_time))}",
+        f"- Creator: {plain(record.creator or '–', limit=200)}",
+    ]))
+
+
+def parameters(model_input: dict, model: catalog.Model | None, *, skip: set[str]) -> list[tuple[str, str]]:
+    """(label, value) of each parameter sent but the prompt and the images: the catalog's label
+    and order where it knows the parameter, then the others by their own names."""
+    known = [p for p in model.params if p.name in model_input] if model else []
+    labelled = [(p.label, p.name) for p in known]
+    labelled += [(card.trimmed(name, PARAM_NAME_CHARS), name) for name in model_input
+                 if model is None or model.param(name) is None]
+    shown = [(label, value_text(model_input[name])) for label, name in labelled
+             if name not in skip and name != "prompt" and model_input[name] is not None]
+    if len(shown) > MAX_PARAMS:  # an input from elsewhere may hold anything: the JSON has the rest
+        shown = shown[:MAX_PARAMS] + [("…", f"{len(shown) - MAX_PARAMS} more in the JSON below")]
+    return shown
+
+
+def value_text(value: object, depth: int = 0) -> str:
+    """A parameter's value in a few words: on/off, lists joined, inline images shortened; no
+    more is read than can be shown (a stored input may hold anything, nested any deep)."""
+    if isinstance(value, (list, dict)) and depth >= 3:
+        text = "…"
+    elif isinstance(value, bool):
+        text = "on" if value else "off"
+    elif isinstance(value, list):
+        text = ", ".join(value_text(item, depth + 1) for item in value[:MAX_PARAMS]) or "none"
+    elif isinstance(value, dict):
+        text = "{" + ", ".join(f"{card.trimmed(key, PARAM_NAME_CHARS)}: {value_text(item, depth + 1)}"
+                               for key, item in list(value.items())[:MAX_PARAMS]) + "}"
+    elif isinstance(value, str):
+        text = snippets.shorten_data_uris(value)
+    else:
+        text = str(value)
+    return card.trimmed(text[:PARAM_VALUE_CHARS * 4], PARAM_VALUE_CHARS)
+
+
+def input_images(model_input: dict, model: catalog.Model | None) -> list[tuple[str, str, list[str]]]:
+    """(name, label, values) of the input's image parameters: those the catalog types as images,
+    and any other whose values are all inline images (a model or parameter it does not know)."""
+    found = []
+    typed = {p.name: p.label for p in model.params if p.type in ("image", "images")} if model else {}
+    for name, value in model_input.items():
+        items = value if isinstance(value, list) else [value]
+        if name in typed:
+            values = [item for item in items if isinstance(item, str) and item.strip()]
+            if values:
+                found.append((name, typed[name], values[:MAX_INPUT_IMAGES]))
+        elif ((model is None or model.param(name) is None) and items
+              and all(isinstance(item, str) and item.startswith("data:image/") for item in items)):
+            found.append((name, card.trimmed(name, PARAM_NAME_CHARS), items[:MAX_INPUT_IMAGES]))
+    return found
+
+
+def _input_image_row(values: list[str]) -> None:
+    """Inline images as thumbnails, side by side; links as inert text. A link is never fetched
+    (not by the server, and never put in an <img>: History must not make browsers call hosts
+    someone typed or an upstream answer named)."""
+    row = st.container(horizontal=True, gap="small")
+    for value in values:
+        if value.startswith("data:"):
+            shown = inline_thumbnail(value)
+            if shown:
+                row.image(shown[0], caption=shown[1], width="content")  # a small one is not blown up
+            else:
+                row.caption(f"{plain(snippets.shorten_data_uris(value), limit=120)} · not a readable image")
+    for value in values:
+        if not value.startswith("data:"):
+            st.code(value[:URL_CHARS], language=None, wrap_lines=True)
+            st.caption("A linked image: not loaded here.")
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def inline_thumbnail(uri: str) -> tuple[bytes, str] | None:
+    """A data: URI's image as a small PNG (JPEG for photos without transparency) and a caption
+    ("PNG · 300×200 · 2 KB"); None unless it holds a JPEG, PNG, GIF or WebP that images.read_image
+    accepts (the same size and pixel limits as an upload)."""
+    match = _DATA_URI.fullmatch(uri)
+    if not match or len(match["payload"]) > images.UPLOAD_MAX_BYTES * 4 // 3 + 4:
+        return None
+    try:
+        data = base64.b64decode(match["payload"], validate=True)
+        picture = images.read_image("input image", data)
+        with Image.open(io.BytesIO(data)) as image:
+            image.seek(0)  # a GIF's first frame
+            image.thumbnail((INPUT_THUMB_WIDTH, INPUT_THUMB_WIDTH))
+            alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+            small = image.convert("RGBA" if alpha else "RGB")
+    except Exception:  # bad base64 (binascii.Error), not an image (ImageProblem), Pillow's many errors
+        return None
+    buffer = io.BytesIO()
+    small.save(buffer, format="PNG" if alpha else "JPEG", quality=85)
+    kind = picture.mime.removeprefix("image/").upper()
+    return buffer.getvalue(), f"{kind} · {picture.width}×{picture.height} · {images.human_size(picture.size)}"
+
+
+def when(moment: datetime | None, zone: str | None) -> str:
+    """A stored time to the second, in the viewer's time zone (UTC when it is unknown)."""
+    if moment is None:
+        return "–"
+    local = moment.astimezone(ZoneInfo(zone)) if zone else moment.astimezone(timezone.utc)
+    return local.strftime("%Y-%m-%d %H:%M:%S ") + (local.tzname() or "UTC")
 
 
 def _reuse_on_create_page(record: Record) -> None:
@@ -218,14 +411,15 @@ def track_form(conn: Connection, prefilled: str = "", *, key: str) -> None:
         st.error(f"“{plain(typed, limit=80)}” is not a valid prediction id.")
         return
     try:
-        prediction = conn.client.get(typed)
+        # Also revives one already in the history whose tracking stopped, polled from now on
+        # with the key in use (a visitor's own key, if they entered one).
+        prediction = conn.follow(typed, creator=current_user())
     except errors.NotFound:
-        st.error(f"CometAPI does not know prediction {card.shown_id(typed)} (for this key).")
+        st.error(f"CometAPI does not know prediction {card.shown_id(typed)} (for the key in use now).")
         return
     except errors.CometError as exc:
         st.error(plain(str(exc)))
         return
-    conn.track(prediction, creator=current_user())
     st.query_params[DETAIL_PARAM] = prediction.id
     st.rerun()
 
