@@ -116,7 +116,7 @@ class Ledger:
         self._store = store
         self._predictions = sa.table("predictions", sa.column("id"), sa.column("status"),
                                      sa.column("model"), sa.column("input"), sa.column("creator"),
-                                     sa.column("created_at"))
+                                     sa.column("created_at"), sa.column("output_count"))
 
         def create(conn: sa.Connection) -> None:
             if store.backend == "postgresql":
@@ -213,15 +213,24 @@ class Ledger:
         query = sa.select(spend.c.prediction_id, spend.c.usd).where(spend.c.prediction_id.in_(ids))
         return self._store._read(lambda conn: {row.prediction_id: row.usd for row in conn.execute(query)})
 
+    def with_costs(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """`frame` (one row per prediction, an `id` column) with an `estimated_usd` column: for
+        an export of any size, one read of the spend rows rather than one query per id."""
+        query = sa.select(spend.c.prediction_id, spend.c.usd).where(spend.c.prediction_id.is_not(None))
+        costs = self._store._read(lambda conn: dict(conn.execute(query).all()))
+        return frame.assign(estimated_usd=frame["id"].map(costs))
+
     def usage(self, start: date, end: date) -> pd.DataFrame:
         """Counted spend from `start` to `end` (UTC days, inclusive), aggregated in SQL by day,
-        person and model: columns day, person, model, predictions, images_usd (USD)."""
+        person and model: columns day, person, model, predictions (counted), usd (estimated),
+        succeeded (predictions), images (stored images of those)."""
         p = self._predictions.c
         query = (
             sa.select(spend.c.day, spend.c.person, spend.c.model,
                       sa.func.count().label("predictions"),
                       sa.func.sum(spend.c.usd).label("usd"),
-                      sa.func.sum(sa.case((p.status == SUCCEEDED, 1), else_=0)).label("succeeded"))
+                      sa.func.sum(sa.case((p.status == SUCCEEDED, 1), else_=0)).label("succeeded"),
+                      sa.func.sum(sa.case((p.status == SUCCEEDED, p.output_count), else_=0)).label("images"))
             .select_from(self._joined())
             .where(self._counted(), spend.c.day >= start.isoformat(), spend.c.day <= end.isoformat())
             .group_by(spend.c.day, spend.c.person, spend.c.model)
@@ -229,7 +238,7 @@ class Ledger:
         )
         rows = self._store._read(lambda conn: conn.execute(query).all())
         return pd.DataFrame([tuple(r) for r in rows],
-                            columns=["day", "person", "model", "predictions", "usd", "succeeded"])
+                            columns=["day", "person", "model", "predictions", "usd", "succeeded", "images"])
 
     # ---- predictions recorded before spend existed ----------------------------------------
 

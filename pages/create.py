@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from comet.ui import card, form, image_input, request_view, submit
+from comet.ui import card, form, image_input, request_view, spend_view, submit
 from comet.ui.chrome import page_setup, problem_list
 from comet.ui.safe import plain
 
@@ -32,6 +32,8 @@ with form_column:
         st.session_state[ATTEMPTED_KEY] = True
         if not plan.problems:
             submit.send(conn, plan.outgoing)
+    if plan.outgoing:
+        spend_view.cost_caption(conn, plan.outgoing)
     if plan.problems and st.session_state.get(ATTEMPTED_KEY):
         problem_list("Fix these before sending; nothing was sent:", plan.problems, error=True)
     if plan.warnings:

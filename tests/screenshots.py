@@ -1,7 +1,7 @@
 """Take the README's screenshots from the running app (demo mode) in headless Chromium.
 
     python tests/screenshots.py           # writes tests/screenshots/*.png: create-light, create-dark,
-                                          # history-light, history-detail-light
+                                          # history-light, history-detail-light, usage-light
     python tests/screenshots.py history   # only those whose names start with "history"
 """
 
@@ -76,6 +76,11 @@ def main(only: list[str]) -> None:
                 expect(page.get_by_test_id("stImage").first).to_be_visible(timeout=15_000)
                 page.wait_for_timeout(1000)
                 save(page, "history-detail-light")
+                page.set_viewport_size({"width": 1360, "height": 1000})
+                page.goto(f"{app.url}/usage")
+                wait_until_idle(page)
+                page.wait_for_timeout(1500)
+                save(page, "usage-light")
             page.close()
         browser.close()
 

@@ -179,7 +179,7 @@ def shown_columns(at) -> list[str]:
 def test_the_table_is_one_of_prediction_ids_and_statuses(sim, client, history):
     fox, = history.add("a red fox in snow")
     at = history_page(sim)
-    assert shown_columns(at) == ["", "Status", "Prediction id", "Prompt", "Model", "Created", "Run"]
+    assert shown_columns(at) == ["", "Status", "Prediction id", "Prompt", "Model", "Created", "Run", "Cost"]
     assert list(the_table(at)["id"]) == [fox]
     # A Creator column once someone signed in made one (without sign-in its room goes to the prompt).
     kite = client.create(SCHNELL, {"prompt": "a kite"})

@@ -22,6 +22,7 @@ from PIL import Image, ImageOps
 
 from comet import catalog, errors, export, images
 from comet.prediction import is_valid_id, seed_of
+from comet.prices import usd
 from comet.store import HistoryUnavailable, Record
 from comet.ui.context import Connection
 from comet.ui.safe import badge_label, plain
@@ -320,6 +321,8 @@ def _images(conn: Connection, record: Record, key: str) -> None:
         )
     seed = seed_of(record.input, record.logs_tail)
     details = [f"run time {seconds(record.run_time)}"]
+    if (cost := conn.ledger.costs([record.id]).get(record.id)) is not None:
+        details.append(f"estimated {usd(cost)}")
     if seed is not None:
         details.insert(0, f"seed {seed}")
     st.caption(" · ".join(details))

@@ -13,6 +13,7 @@ from comet.store import HistoryError, HistoryUnavailable, Store
 
 from comet.ui.access import account_box, open_to_anyone_warning, require_access
 from comet.ui.context import Connection, connection, settings
+from comet.ui import spend_view
 from comet.ui.own_key import own_key_box
 from comet.ui.safe import plain
 
@@ -39,6 +40,7 @@ def page_setup() -> Connection:
     with st.sidebar:
         account_box()
         connection_badge(conn)
+        spend_view.sidebar_left(conn)
         own_key_box(settings().base_host)
     if conn.demo:
         st.info(DEMO_NOTICE, icon=":material/science:")

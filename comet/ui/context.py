@@ -13,8 +13,10 @@ from urllib.parse import urlsplit
 
 import streamlit as st
 
+from comet import prices
 from comet.client import Client
 from comet.config import Settings
+from comet.ledger import Ledger, Limits
 from comet.sim import Sim
 from comet.store import Store
 from comet.tracker import Tracker
@@ -32,7 +34,13 @@ class Connection:
     tracker: Tracker
     demo: bool
     label: str  # what the sidebar badge says: a host, never the key
+    ledger: Ledger
+    limits: Limits
+    price_rules: Mapping[str, prices.Rule]
     personal: bool = False  # the visitor's own key, for this tab only
+
+    def estimate(self, model_id: str, model_input: Mapping) -> prices.Estimate | None:
+        return prices.estimate(model_id, model_input, self.price_rules)
 
     def track(self, prediction, creator: str | None) -> None:
         """Hand a prediction to the tracker; one made with a personal key is polled with it."""
@@ -48,9 +56,11 @@ class Connection:
 
 
 def read_secrets() -> Mapping[str, object]:
-    """Top-level secrets, or {} when the app has no secrets file (st.secrets raises then)."""
+    """Top-level secrets and the [prices] table, or {} when the app has no secrets file
+    (st.secrets raises then). Other tables ([auth]) are read where they are used."""
     try:
-        return {name: value for name, value in st.secrets.items() if not isinstance(value, Mapping)}
+        return {name: value for name, value in st.secrets.items()
+                if not isinstance(value, Mapping) or name == "prices"}
     except Exception:  # no secrets.toml at all: a normal, supported setup
         return {}
 
@@ -85,7 +95,15 @@ def shared_connection(config: Settings) -> Connection:
     client = _client(base_url, fingerprint, _key=key)
     store = _store(store_id, _settings=config)
     tracker = _tracker(fingerprint, store_id, base_url, _client=client, _store=store)
-    return Connection(client=client, store=store, tracker=tracker, demo=config.demo, label=label)
+    return Connection(client=client, store=store, tracker=tracker, demo=config.demo, label=label,
+                      **_spending(config, store_id, store))
+
+
+def _spending(config: Settings, store_id: str, store: Store) -> dict:
+    rules = prices.rules(config.prices)
+    ledger = _ledger(store_id, _fingerprint(repr(sorted(config.prices.items()))), _store=store, _rules=rules)
+    limits = Limits(config.spend_limit_monthly, config.spend_limit_daily_per_person)
+    return {"ledger": ledger, "limits": limits, "price_rules": rules}
 
 
 def _personal_connection(config: Settings, personal_key: str) -> Connection:
@@ -108,7 +126,7 @@ def _personal_connection(config: Settings, personal_key: str) -> Connection:
         st.session_state[SESSION_CLIENT_KEY] = held
         _scrub_once(store_id, fingerprint, _store=store, _key=personal_key)
     return Connection(client=held[1], store=store, tracker=tracker, demo=False,
-                      label=f"{config.base_host} · your key", personal=True)
+                      label=f"{config.base_host} · your key", personal=True, **_spending(config, store_id, store))
 
 
 def _store_id(config: Settings) -> str:
@@ -152,6 +170,15 @@ def _store(store_id: str, *, _settings: Settings) -> Store:
         _scrub_once(store_id, _fingerprint(_settings.base_url, _settings.api_key), _store=store,
                     _key=_settings.api_key)
     return store
+
+
+@st.cache_resource(show_spinner=False)
+def _ledger(store_id: str, prices_id: str, *, _store: Store, _rules: Mapping[str, prices.Rule]) -> Ledger:
+    """The spend ledger on this store; predictions recorded before it existed (or tracked by id)
+    get their estimated cost once, at start."""
+    ledger = Ledger(_store)
+    ledger.backfill(_rules)
+    return ledger
 
 
 @st.cache_resource(show_spinner=False)

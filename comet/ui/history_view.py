@@ -124,11 +124,13 @@ def table(conn: Connection, chosen: Filters, toolbar: DeltaGenerator) -> list[st
     frame["model"] = frame["model"].map(card.model_title)
     frame["status"] = frame["status"].map(lambda status: [status])  # one coloured label per row
     frame["run_time"] = frame["run_time"].map(short_seconds)
+    costs = conn.ledger.costs(frame["id"])
+    frame["cost"] = frame["id"].map(lambda prediction_id: costs.get(prediction_id))
     frame["creator"] = frame["creator"].fillna("")
     frame["thumbnail"] = frame["thumbnail"].map(letterboxed)
     # Ids first (what people copy into scripts and messages); Creator only where someone signed in,
     # so that without sign-in its room goes to the prompt.
-    order = ["thumbnail", "status", "id", "prompt", "model", "created", "run_time"]
+    order = ["thumbnail", "status", "id", "prompt", "model", "created", "run_time", "cost"]
     with_creator = bool(frame["creator"].astype(bool).any())
     if with_creator:
         order.append("creator")
@@ -149,12 +151,14 @@ def table(conn: Connection, chosen: Filters, toolbar: DeltaGenerator) -> list[st
             "status": st.column_config.MultiselectColumn(
                 "Status", width=92, options=list(STATUS_COLORS), color=list(STATUS_COLORS.values())),
             "id": st.column_config.TextColumn("Prediction id", width=210),
-            "prompt": st.column_config.TextColumn("Prompt", width=124 if with_creator else 224),
-            "model": st.column_config.TextColumn("Model", width=136),
+            "prompt": st.column_config.TextColumn("Prompt", width=100 if with_creator else 190),
+            "model": st.column_config.TextColumn("Model", width=120),
             # Exact and short, in the viewer's own time zone ("a few seconds ago" took 120 px).
             "created": st.column_config.DatetimeColumn("Created", format="MMM D, HH:mm", width=96,
                                                        timezone=viewer_timezone()),
             "run_time": st.column_config.TextColumn("Run", width=56, help="Run time"),
+            "cost": st.column_config.NumberColumn("Cost", width=60, format="$%.3f",
+                                                  help="Estimated from the price list; the bill is CometAPI's."),
             "creator": st.column_config.TextColumn("Creator", width=100),
         },
     )
@@ -212,7 +216,7 @@ def selection_changed(selected: list[str]) -> bool:
 
 def exports(conn: Connection, chosen: Filters, selected: list[str], row: DeltaGenerator) -> None:
     row.download_button(
-        "Export table as CSV", data=lambda: export.history_csv(conn.store.export_rows(**chosen.query())),
+        "Export table as CSV", data=lambda: export.history_csv(conn.ledger.with_costs(conn.store.export_rows(**chosen.query()))),
         file_name="comet-predictions.csv", mime="text/csv", icon=":material/table:", on_click="ignore",
     )
     row.download_button(

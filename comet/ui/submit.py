@@ -20,6 +20,8 @@ from typing import Any
 import streamlit as st
 
 from comet import errors, redact
+from comet.ledger import Refusal
+from comet.store import HistoryError
 from comet.ui.card import model_title
 from comet.ui.context import Connection, current_user
 from comet.ui.safe import plain
@@ -96,14 +98,29 @@ def send(conn: Connection, outgoing: list[tuple[str, dict[str, Any]]]) -> None:
 
 def _create_all(conn: Connection, outgoing: list[tuple[str, dict[str, Any]]], creator: str | None,
                 sending: _Sending) -> None:
-    """The thread: no Streamlit call here."""
+    """The thread: no Streamlit call here. Each create's estimated cost is reserved first (and
+    refused, with nothing sent, if it would pass a spending limit); the reservation then follows
+    the prediction, is released when the create certainly failed, and stays counted when its
+    answer was lost (it may have been billed)."""
     try:
         for model_id, model_input in outgoing:
             prediction = None
             try:
-                prediction = conn.client.create(model_id, model_input)
+                reservation = _reserve(conn, creator, model_id, model_input)
+                if isinstance(reservation, Refusal):
+                    sending.failures.append(Failure(model_id, reservation.message, None, None, False))
+                    continue
+                try:
+                    prediction = conn.client.create(model_id, model_input)
+                except errors.CreateUncertain:
+                    _settle_reservation(conn.ledger.unconfirmed, reservation)
+                    raise
+                except errors.CometError:
+                    _settle_reservation(conn.ledger.release, reservation)
+                    raise
                 # Recorded here, not by the page: the prediction is never lost.
                 conn.track(prediction, creator=creator)
+                _settle_reservation(conn.ledger.attach, reservation, prediction.id)
             except errors.CometError as exc:
                 sending.failures.append(Failure(model_id, exc.message, exc.request_id, exc.detail,
                                                 isinstance(exc, errors.CreateUncertain)))
@@ -116,6 +133,30 @@ def _create_all(conn: Connection, outgoing: list[tuple[str, dict[str, Any]]], cr
                 sending.ids.append(prediction.id)
     finally:
         sending.done.set()
+
+
+def _reserve(conn: Connection, creator: str | None, model_id: str, model_input: dict[str, Any]) -> str | Refusal | None:
+    """The create's reservation; None when spend cannot be recorded right now and no limit needs
+    it (the create goes; its cost is filled in at the next start). With a limit set and the
+    history unreachable, nothing is sent: the limit could not be checked."""
+    found = conn.estimate(model_id, model_input)
+    try:
+        return conn.ledger.reserve(creator, model_id, found.usd if found else 0.0, conn.limits)
+    except HistoryError as exc:
+        if conn.limits.any:
+            raise errors.CometError("The spending limit cannot be checked right now (the history is "
+                                    "unavailable), so nothing was sent. Try again in a moment.") from exc
+        log.warning("spend not recorded for a create of %s: %s", model_id, exc)
+        return None
+
+
+def _settle_reservation(action, reservation: str | None, *args: str) -> None:
+    if reservation is None:
+        return
+    try:
+        action(reservation, *args)
+    except HistoryError:  # the prediction itself is safe with the tracker; only its cost row waits
+        log.warning("could not update spend reservation %s", reservation)
 
 
 def _settle() -> _Sending | None:
