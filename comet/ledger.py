@@ -5,11 +5,13 @@ One row per create in the `spend` table, beside the history in the same database
 estimate is *reserved* in one serialised transaction that first sums what the period already
 holds (SQLite: the write lock; PostgreSQL: an advisory lock), so concurrent clicks cannot all pass
 the last dollar: they overshoot by at most the estimate of the create that took the last of it.
-What a reservation counts as follows the prediction it is attached to, read at query time from
-the history (no second writer to keep in step): a success is *spent*; a failure, cancel or abort
-is *released* (not counted); anything unfinished stays *reserved* (counted). A create that
-failed for sure is released at once; one whose answer was lost stays counted (it may have been
-billed). Amounts are estimates (comet.prices); the bill is CometAPI's.
+A reservation follows the prediction it is attached to: once the tracker has finished with a
+success it is *spent* (with its image count); a failure, cancel or abort *releases* it (not
+counted); anything unfinished stays *reserved* (counted). The ledger settles those itself, from
+the history, before every decision and read (the tracker stays the only writer of predictions),
+so its sums need no join and run on a covering index. A create that failed for sure is released
+at once; one whose answer was lost stays counted (it may have been billed). Amounts are
+estimates (comet.prices); the bill is CometAPI's.
 
 Periods are in UTC: a calendar month for the app, a calendar day per person. All anonymous
 visitors together are one person (ANONYMOUS)."""
@@ -32,7 +34,7 @@ from .prediction import ABORTED, CANCELED, FAILED, SUCCEEDED
 from .prices import Rule, estimate, usd
 
 ANONYMOUS = "anonymous"
-RESERVED, RELEASED, UNCONFIRMED = "reserved", "released", "unconfirmed"
+RESERVED, SPENT, RELEASED, UNCONFIRMED = "reserved", "spent", "released", "unconfirmed"
 _LOCK = 0x7370656E64  # pg_advisory_xact_lock key held while a reservation is decided ("spend")
 _BACKFILL_BATCH = 5000
 
@@ -45,12 +47,16 @@ spend = sa.Table(
     sa.Column("person", sa.String(200), nullable=False),
     sa.Column("model", sa.String(200), nullable=False),
     sa.Column("usd", sa.Float, nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),  # RESERVED, RELEASED or UNCONFIRMED
+    sa.Column("state", sa.String(16), nullable=False),  # RESERVED, SPENT, RELEASED or UNCONFIRMED
+    sa.Column("images", sa.Integer, nullable=False, default=0),  # stored images, once SPENT
     sa.Column("created_at", sa.Float, nullable=False),  # epoch seconds
     sa.Column("day", sa.String(10), nullable=False),  # UTC date, for grouping on any backend
 )
-sa.Index("ix_spend_day", spend.c.day, spend.c.person)
-sa.Index("ix_spend_person_day", spend.c.person, spend.c.day)
+# Covering indexes: the month's and a person's day's sums, and Usage's groups, read no table rows.
+sa.Index("ix_spend_day_cover", spend.c.day, spend.c.person, spend.c.model, spend.c.state, spend.c.usd,
+         spend.c.images)
+sa.Index("ix_spend_person_day", spend.c.person, spend.c.day, spend.c.state, spend.c.usd)
+sa.Index("ix_spend_state", spend.c.state)
 
 
 @dataclass(frozen=True)
@@ -116,7 +122,8 @@ class Ledger:
         self._store = store
         self._predictions = sa.table("predictions", sa.column("id"), sa.column("status"),
                                      sa.column("model"), sa.column("input"), sa.column("creator"),
-                                     sa.column("created_at"), sa.column("output_count"))
+                                     sa.column("created_at"), sa.column("output_count"),
+                                     sa.column("tracking"))
 
         def create(conn: sa.Connection) -> None:
             if store.backend == "postgresql":
@@ -129,19 +136,24 @@ class Ledger:
 
     # ---- the counted amount ---------------------------------------------------------------
 
-    def _counted(self) -> sa.ColumnElement[bool]:
-        """A spend row counts unless released, or its prediction ended without an image."""
+    def _settle(self, conn: sa.Connection) -> None:
+        """Bring reservations in step with their predictions: released when it failed, was
+        canceled or aborted; spent (with its image count) once the tracker is done with a
+        success. Touches only rows still reserved whose prediction has ended."""
         p = self._predictions.c
-        return sa.and_(spend.c.state != RELEASED,
-                       sa.func.coalesce(p.status, "").not_in([FAILED, CANCELED, ABORTED]))
-
-    def _joined(self) -> sa.Join:
-        p = self._predictions.c
-        return spend.outerjoin(self._predictions, p.id == spend.c.prediction_id)
+        mine = p.id == spend.c.prediction_id
+        status = sa.select(p.status).where(mine).scalar_subquery()
+        ended = sa.exists().where(mine, sa.or_(p.status.in_([FAILED, CANCELED, ABORTED]),
+                                               sa.and_(p.status == SUCCEEDED, p.tracking != "active")))
+        conn.execute(
+            sa.update(spend)
+            .where(spend.c.state == RESERVED, spend.c.prediction_id.is_not(None), ended)
+            .values(state=sa.case((status == SUCCEEDED, SPENT), else_=RELEASED),
+                    images=sa.func.coalesce(sa.select(p.output_count).where(mine).scalar_subquery(), 0))
+        )
 
     def _sum(self, conn: sa.Connection, *where: sa.ColumnElement[bool]) -> float:
-        query = sa.select(sa.func.coalesce(sa.func.sum(spend.c.usd), 0.0)).select_from(self._joined()) \
-            .where(self._counted(), *where)
+        query = sa.select(sa.func.coalesce(sa.func.sum(spend.c.usd), 0.0)).where(spend.c.state != RELEASED, *where)
         return float(conn.scalar(query) or 0.0)
 
     # ---- reservations ----------------------------------------------------------------------
@@ -157,6 +169,7 @@ class Ledger:
         def decide(conn: sa.Connection) -> str | Refusal:
             if self._store.backend == "postgresql":
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK)))
+            self._settle(conn)  # money a failure gave back counts for this decision
             if limits.monthly is not None:
                 used = self._sum(conn, spend.c.day >= month)
                 if used + usd > limits.monthly + 1e-9:
@@ -167,7 +180,7 @@ class Ledger:
                     return Refusal("daily", limits.daily_per_person, limits.daily_per_person - used, _next_day(now))
             reservation = uuid.uuid4().hex
             conn.execute(sa.insert(spend).values(id=reservation, person=person, model=model, usd=usd,
-                                                 state=RESERVED, created_at=now.timestamp(), day=today))
+                                                 state=RESERVED, images=0, created_at=now.timestamp(), day=today))
             return reservation
 
         return self._store._write(decide)
@@ -194,6 +207,7 @@ class Ledger:
         person = person_of(person)
 
         def read(conn: sa.Connection) -> Left:
+            self._settle(conn)
             monthly = daily = None
             if limits.monthly is not None:
                 monthly = limits.monthly - self._sum(conn, spend.c.day >= _month_start(now))
@@ -201,7 +215,7 @@ class Ledger:
                 daily = limits.daily_per_person - self._sum(conn, spend.c.day == _day(now), spend.c.person == person)
             return Left(monthly, daily)
 
-        return self._store._read(read)
+        return self._store._write(read)
 
     # ---- reads ----------------------------------------------------------------------------
 
@@ -224,19 +238,22 @@ class Ledger:
         """Counted spend from `start` to `end` (UTC days, inclusive), aggregated in SQL by day,
         person and model: columns day, person, model, predictions (counted), usd (estimated),
         succeeded (predictions), images (stored images of those)."""
-        p = self._predictions.c
         query = (
             sa.select(spend.c.day, spend.c.person, spend.c.model,
                       sa.func.count().label("predictions"),
                       sa.func.sum(spend.c.usd).label("usd"),
-                      sa.func.sum(sa.case((p.status == SUCCEEDED, 1), else_=0)).label("succeeded"),
-                      sa.func.sum(sa.case((p.status == SUCCEEDED, p.output_count), else_=0)).label("images"))
-            .select_from(self._joined())
-            .where(self._counted(), spend.c.day >= start.isoformat(), spend.c.day <= end.isoformat())
+                      sa.func.sum(sa.case((spend.c.state == SPENT, 1), else_=0)).label("succeeded"),
+                      sa.func.sum(spend.c.images).label("images"))
+            .where(spend.c.state != RELEASED, spend.c.day >= start.isoformat(), spend.c.day <= end.isoformat())
             .group_by(spend.c.day, spend.c.person, spend.c.model)
             .order_by(spend.c.day, spend.c.person, spend.c.model)
         )
-        rows = self._store._read(lambda conn: conn.execute(query).all())
+
+        def read(conn: sa.Connection) -> list:
+            self._settle(conn)
+            return conn.execute(query).all()
+
+        rows = self._store._write(read)
         return pd.DataFrame([tuple(r) for r in rows],
                             columns=["day", "person", "model", "predictions", "usd", "succeeded", "images"])
 
@@ -257,6 +274,7 @@ class Ledger:
             rows = conn.execute(missing).all()
             if rows:
                 conn.execute(sa.insert(spend), [self._backfilled(row, rules) for row in rows])
+                self._settle(conn)
             return len(rows)
 
         added = 0
@@ -278,4 +296,4 @@ class Ledger:
             day = "1970-01-01"
         return {"id": uuid.uuid4().hex, "prediction_id": row.id, "person": person_of(row.creator),
                 "model": row.model or "", "usd": found.usd if found else 0.0,
-                "state": RESERVED, "created_at": created, "day": day}
+                "state": RESERVED, "images": 0, "created_at": created, "day": day}

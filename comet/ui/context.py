@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
@@ -174,10 +176,18 @@ def _store(store_id: str, *, _settings: Settings) -> Store:
 
 @st.cache_resource(show_spinner=False)
 def _ledger(store_id: str, prices_id: str, *, _store: Store, _rules: Mapping[str, prices.Rule]) -> Ledger:
-    """The spend ledger on this store; predictions recorded before it existed (or tracked by id)
-    get their estimated cost once, at start."""
+    """The spend ledger on this store. Predictions recorded before it existed (or tracked by id)
+    get their estimated cost at start, on a thread of their own: about 9 s for 100,000 on the
+    first start after an upgrade (bench/usage_page.py), which no page should wait for."""
     ledger = Ledger(_store)
-    ledger.backfill(_rules)
+
+    def backfill() -> None:
+        try:
+            ledger.backfill(_rules)
+        except Exception:  # the next start tries again; nothing is lost meanwhile
+            logging.getLogger("comet.ledger").warning("could not cost older predictions yet", exc_info=True)
+
+    threading.Thread(target=backfill, name="comet-ledger-backfill", daemon=True).start()
     return ledger
 
 
