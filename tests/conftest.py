@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
-from streamlit.testing.v1 import AppTest
+from streamlit.runtime.media_file_manager import MediaFileManager
+from streamlit.testing.v1 import AppTest, app_test
 
 from comet.client import Client, RetryPolicy, Timeouts
 from comet.sim import Sim
@@ -122,3 +123,18 @@ def browser():
         chromium = launch_chromium(playwright)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture
+def media(monkeypatch):
+    """(manager, storage) of every run's MediaFileManager: where AppTest keeps images and deferred
+    downloads, so a test can read what a download button would give."""
+    made: list[tuple[MediaFileManager, object]] = []
+
+    class Recording(MediaFileManager):
+        def __init__(self, storage, *args, **kwargs):
+            super().__init__(storage, *args, **kwargs)
+            made.append((self, storage))
+
+    monkeypatch.setattr(app_test, "MediaFileManager", Recording)
+    return made

@@ -15,8 +15,6 @@ import zipfile
 import pytest
 import sqlalchemy as sa
 from PIL import Image
-from streamlit.runtime.media_file_manager import MediaFileManager
-from streamlit.testing.v1 import app_test
 
 from comet import export
 from comet.config import Settings
@@ -49,20 +47,6 @@ def make(sim, client, app_env):
     made.store = store
     yield made
     store.close()
-
-
-@pytest.fixture
-def media(monkeypatch):
-    """Every run's (MediaFileManager, storage): where AppTest keeps images and downloads."""
-    made: list[tuple[MediaFileManager, object]] = []
-
-    class Recording(MediaFileManager):
-        def __init__(self, storage, *args, **kwargs):
-            super().__init__(storage, *args, **kwargs)
-            made.append((self, storage))
-
-    monkeypatch.setattr(app_test, "MediaFileManager", Recording)
-    return made
 
 
 def detail(sim, prediction_id: str):

@@ -113,21 +113,9 @@ def generate(page, url: str, prompt: str) -> None:
     page.get_by_role("button", name="Generate").click()
 
 
-@pytest.fixture
-def shared_data(tmp_path, monkeypatch):
-    """One data folder for every instance of this test, the pytest process's AppTest included."""
-    for name in ("COMETAPI_KEY", "COMETAPI_BASE_URL", "COMET_DATABASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("COMET_DATA_DIR", str(tmp_path))
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield tmp_path
-    st.cache_resource.clear()
-
-
 @pytest.mark.e2e
-def test_two_demo_processes_on_one_data_folder_each_finish_their_predictions(shared_data, browser):
-    with AppServer(shared_data) as first, AppServer(shared_data) as second:
+def test_two_demo_processes_on_one_data_folder_each_finish_their_predictions(app_env, browser):
+    with AppServer(app_env) as first, AppServer(app_env) as second:
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         pages = [context.new_page(), context.new_page()]
         for page in pages:
@@ -142,11 +130,11 @@ def test_two_demo_processes_on_one_data_folder_each_finish_their_predictions(sha
         at = open_app()
         # Its own stand-in (the cached one) runs this one longer, so it is surely unfinished at
         # the stop; the run's end is kept in the shared state, as any run's is.
-        app_context._demo_sim(str(shared_data / "demo-standin.json")).configure(run_time=8.0)
+        app_context._demo_sim(str(app_env / "demo-standin.json")).configure(run_time=8.0)
         at.text_area(key="param.prompt").input("a lantern from a third instance").run()
         next(b for b in at.button if b.label.startswith("Generate")).click().run()
         assert not at.exception
-        history = demo_history(shared_data)
+        history = demo_history(app_env)
         [handed_over] = [r for r in (history.get(i) for i in history.unfinished_ids())
                          if r.prompt == "a lantern from a third instance"]
         st.cache_resource.clear()  # its tracker and stand-in stop; the leases are released

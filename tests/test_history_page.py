@@ -19,8 +19,6 @@ from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from streamlit.runtime.media_file_manager import MediaFileManager
-from streamlit.testing.v1 import app_test
 
 from comet import export
 from comet.config import Settings
@@ -75,20 +73,6 @@ def history(sim, client, app_env):
     store = Store.for_settings(app_settings(sim))
     yield History(sim, client, store)
     store.close()
-
-
-@pytest.fixture
-def media(monkeypatch):
-    """(manager, storage) of every run's MediaFileManager: where AppTest keeps deferred downloads."""
-    made: list[tuple[MediaFileManager, object]] = []
-
-    class Recording(MediaFileManager):
-        def __init__(self, storage, *args, **kwargs):
-            super().__init__(storage, *args, **kwargs)
-            made.append((self, storage))
-
-    monkeypatch.setattr(app_test, "MediaFileManager", Recording)
-    return made
 
 
 def history_page(sim, prediction_id: str | None = None):
