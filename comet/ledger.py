@@ -7,7 +7,8 @@ holds (SQLite: the write lock; PostgreSQL: an advisory lock), so concurrent clic
 the last dollar: they overshoot by at most the estimate of the create that took the last of it.
 A reservation follows the prediction it is attached to: once the tracker has finished with a
 success it is *spent* (with its image count); a failure, cancel or abort *releases* it (not
-counted); anything unfinished stays *reserved* (counted). The ledger settles those itself, from
+counted); anything unfinished stays *reserved* (counted), and one the tracker gave up on becomes
+*unconfirmed* (still counted; resuming it later does not give the money back). The ledger settles those itself, from
 the history, before every decision and read (the tracker stays the only writer of predictions),
 so its sums need no join and run on a covering index. A create that failed for sure is released
 at once; one whose answer was lost stays counted (it may have been billed). Amounts are
@@ -37,6 +38,7 @@ ANONYMOUS = "anonymous"
 RESERVED, SPENT, RELEASED, UNCONFIRMED = "reserved", "spent", "released", "unconfirmed"
 _LOCK = 0x7370656E64  # pg_advisory_xact_lock key held while a reservation is decided ("spend")
 _BACKFILL_BATCH = 5000
+
 
 spend_metadata = sa.MetaData()
 spend = sa.Table(
@@ -139,16 +141,20 @@ class Ledger:
     def _settle(self, conn: sa.Connection) -> None:
         """Bring reservations in step with their predictions: released when it failed, was
         canceled or aborted; spent (with its image count) once the tracker is done with a
-        success. Touches only rows still reserved whose prediction has ended."""
+        success; unconfirmed (still counted: it may have been billed) when the tracker gave up
+        on it without an outcome. So only predictions still being followed keep a reservation,
+        and each settling looks at those few rows only (ix_spend_state)."""
         p = self._predictions.c
         mine = p.id == spend.c.prediction_id
         status = sa.select(p.status).where(mine).scalar_subquery()
-        ended = sa.exists().where(mine, sa.or_(p.status.in_([FAILED, CANCELED, ABORTED]),
-                                               sa.and_(p.status == SUCCEEDED, p.tracking != "active")))
+        tracking = sa.select(p.tracking).where(mine).scalar_subquery()
+        ended = sa.exists().where(mine, sa.or_(p.tracking != "active", p.status.in_([FAILED, CANCELED, ABORTED])))
         conn.execute(
             sa.update(spend)
             .where(spend.c.state == RESERVED, spend.c.prediction_id.is_not(None), ended)
-            .values(state=sa.case((status == SUCCEEDED, SPENT), else_=RELEASED),
+            .values(state=sa.case((status.in_([FAILED, CANCELED, ABORTED]), RELEASED),
+                                  (sa.and_(status == SUCCEEDED, tracking == "done"), SPENT),
+                                  else_=UNCONFIRMED),
                     images=sa.func.coalesce(sa.select(p.output_count).where(mine).scalar_subquery(), 0))
         )
 
@@ -207,7 +213,6 @@ class Ledger:
         person = person_of(person)
 
         def read(conn: sa.Connection) -> Left:
-            self._settle(conn)
             monthly = daily = None
             if limits.monthly is not None:
                 monthly = limits.monthly - self._sum(conn, spend.c.day >= _month_start(now))
@@ -215,7 +220,8 @@ class Ledger:
                 daily = limits.daily_per_person - self._sum(conn, spend.c.day == _day(now), spend.c.person == person)
             return Left(monthly, daily)
 
-        return self._store._write(read)
+        self._store._write(self._settle)
+        return self._store._read(read)
 
     # ---- reads ----------------------------------------------------------------------------
 
@@ -249,11 +255,8 @@ class Ledger:
             .order_by(spend.c.day, spend.c.person, spend.c.model)
         )
 
-        def read(conn: sa.Connection) -> list:
-            self._settle(conn)
-            return conn.execute(query).all()
-
-        rows = self._store._write(read)
+        self._store._write(self._settle)
+        rows = self._store._read(lambda conn: conn.execute(query).all())
         return pd.DataFrame([tuple(r) for r in rows],
                             columns=["day", "person", "model", "predictions", "usd", "succeeded", "images"])
 

@@ -122,3 +122,22 @@ def test_usage_is_grouped_by_day_person_and_model_and_equals_a_hand_sum(store, l
     usage = ledger.usage(date(2026, 11, 1), date(2026, 11, 30))
     got = {(r.day, r.person, r.model): r.usd for r in usage.itertuples()}
     assert got == pytest.approx(expected)
+
+
+def test_a_saved_success_is_spent_with_its_images_and_a_given_up_run_stays_counted(store, ledger):
+    import io
+
+    from PIL import Image
+
+    from comet.fetch import StoredFile
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG")
+    limits = Limits(monthly=1.0)
+    done = made(store, ledger, ledger.reserve("ana", DEV, 0.04, limits, now=NOW), 1, "succeeded")
+    store.save_outputs(done, [StoredFile("image/png", buffer.getvalue(), "https://x/a.png")] * 2)
+    lost = made(store, ledger, ledger.reserve("ana", DEV, 0.04, limits, now=NOW), 2, "processing")
+    store.give_up(lost, "Gave up after 45 min without a final status.")
+    usage = ledger.usage(date(2026, 11, 1), date(2026, 11, 30))
+    assert (int(usage["succeeded"].sum()), int(usage["images"].sum())) == (1, 2)
+    assert usage["usd"].sum() == pytest.approx(0.08)  # the given-up run may have been billed
