@@ -19,7 +19,7 @@ from PIL import Image
 from streamlit.testing.v1 import local_script_runner
 
 from comet.ui import history_view as view
-from test_history_page import DEV, download, history, history_page, media  # noqa: F401 (fixtures)
+from test_history_page import DEV, download, history, history_page  # noqa: F401 (fixtures)
 
 KONTEXT, FLUX2 = "black-forest-labs/flux-kontext-pro", "black-forest-labs/flux-2-pro"
 
