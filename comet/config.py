@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import prices
+from . import media, prices
 from .client import normalize_base_url
 
 DEFAULT_BASE_URL = "https://api.cometapi.com"
@@ -28,6 +28,7 @@ class Settings:
     base_url: str = DEFAULT_BASE_URL
     data_dir: Path = APP_DIR / "data"
     database_url: str | None = field(default=None, repr=False)  # may hold a password
+    media_url: str = ""  # COMET_MEDIA_URL: where output images go (comet.media)
     # Spending: USD per image overrides by model id, and the limits (None: no limit).
     prices: Mapping[str, float] = field(default_factory=dict, hash=False)
     spend_limit_monthly: float | None = None
@@ -71,7 +72,13 @@ class Settings:
                                                environ.get("COMET_PRICES"))
         except ValueError as exc:
             raise ValueError(f"Prices are not usable: {exc}") from None
+        media_url = read("COMET_MEDIA_URL")
+        try:
+            media.from_setting(media_url, data_dir=data_dir, database_url=read("COMET_DATABASE_URL") or None)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
         return cls(
+            media_url=media_url,
             prices=overrides,
             spend_limit_monthly=_limit("SPEND_LIMIT_MONTHLY", read("SPEND_LIMIT_MONTHLY")),
             spend_limit_daily_per_person=_limit("SPEND_LIMIT_DAILY_PER_PERSON", read("SPEND_LIMIT_DAILY_PER_PERSON")),

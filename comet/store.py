@@ -43,10 +43,13 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from .config import Settings
 from .errors import CometError
 from .fetch import StoredFile, source_label
+from .media import FileMedia, from_setting
 from .prediction import STARTING, SUCCEEDED, TERMINAL, Prediction, progress_from_logs
 
 # 1: first release. 2: lease columns (lease_owner, lease_until) for several trackers on one database.
-SCHEMA_VERSION = 2
+# 3: outputs.media_key: an image kept in the media store (comet.media) instead of outputs.data.
+SCHEMA_VERSION = 3
+MOVE_BATCH = 50  # images moved to the media store per transaction
 DEFAULT_LEASE = 60.0  # seconds a claim lasts unless renewed; the tracker renews it while it polls
 LOGS_TAIL_CHARS = 4096
 THUMBNAIL_SIDE = 128
@@ -141,6 +144,8 @@ outputs = sa.Table(
     sa.Column("data", sa.LargeBinary, nullable=False),
     sa.Column("thumbnail", sa.LargeBinary),  # None when Pillow could not make one
     sa.Column("source_url", sa.Text, nullable=False),
+    # Schema 3: where the media store keeps the image; then `data` is empty (b"").
+    sa.Column("media_key", sa.String(80)),
 )
 
 
@@ -207,8 +212,11 @@ class Store:
     transactions. Transient database errors are retried (RETRY_DELAYS), then raise
     HistoryUnavailable."""
 
-    def __init__(self, url: str | sa.URL, *, retry_delays: tuple[float, ...] = RETRY_DELAYS) -> None:
+    def __init__(self, url: str | sa.URL, *, media: FileMedia | None = None,
+                 retry_delays: tuple[float, ...] = RETRY_DELAYS) -> None:
+        """`media`: where new output images go (None: inside the database, as before)."""
         url = database_url(url)
+        self.media = media
         self.backend = url.get_backend_name()  # "sqlite" or "postgresql"
         self._retry_delays = tuple(retry_delays)
         self._engine = _engine(url)
@@ -224,11 +232,12 @@ class Store:
     def for_settings(cls, settings: Settings) -> Store:
         """The configured database, else an SQLite file in the data folder (a separate one in
         demo mode, so demo predictions never mix with real ones)."""
+        media = from_setting(settings.media_url, data_dir=settings.data_dir, database_url=settings.database_url)
         if settings.database_url:
-            return cls(settings.database_url)
+            return cls(settings.database_url, media=media)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         name = "history-demo.sqlite" if settings.demo else "history.sqlite"
-        return cls(sa.URL.create("sqlite", database=str(settings.data_dir / name)))
+        return cls(sa.URL.create("sqlite", database=str(settings.data_dir / name)), media=media)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -250,7 +259,7 @@ class Store:
                     f"This history was written by a newer release (schema {found}); update the app.")
             for table in metadata.sorted_tables:
                 conn.execute(CreateTable(table, if_not_exists=True))
-            _add_missing_columns(conn)  # 1 -> 2: the lease columns
+            _add_missing_columns(conn)  # 1 -> 2: the lease columns; 2 -> 3: outputs.media_key
             for table in metadata.sorted_tables:
                 for index in sorted(table.indexes, key=lambda ix: ix.name):
                     conn.execute(CreateIndex(index, if_not_exists=True))
@@ -354,10 +363,10 @@ class Store:
         is right whoever downloaded them; a lease held by `owner` is released."""
         rows = [
             {"prediction_id": prediction_id, "idx": idx, "content_type": file.content_type,
-             "size": len(file.data), "data": file.data, "thumbnail": make_thumbnail(file.data),
-             "source_url": source_label(file.source_url)}
+             "size": len(file.data), "thumbnail": make_thumbnail(file.data),
+             "source_url": source_label(file.source_url), **self._placed(file.data, file.content_type)}
             for idx, file in enumerate(files)
-        ]  # thumbnails are made before the transaction, so the write lock is held briefly
+        ]  # thumbnails and media files are made before the transaction: the write lock is held briefly
         p, o = predictions.c, outputs.c
 
         def work(conn: sa.Connection) -> bool:
@@ -515,8 +524,54 @@ class Store:
         return found[0] if found else None
 
     def output_bytes(self, prediction_id: str, idx: int) -> tuple[str, bytes] | None:
-        row = self._output_row(prediction_id, idx, outputs.c.content_type, outputs.c.data)
-        return (row.content_type, row.data) if row else None
+        """The stored image, from the database or the media store; None if it is not there (a
+        media file that was deleted, or a store configured without the folder it went to)."""
+        o = outputs.c
+        row = self._output_row(prediction_id, idx, o.content_type, o.data, o.media_key)
+        if row is None:
+            return None
+        if row.media_key is None:
+            return row.content_type, row.data
+        data = self.media.get(row.media_key) if self.media is not None else None
+        return (row.content_type, data) if data is not None else None
+
+    def move_media(self, limit: int | None = None) -> int:
+        """Move images still inside the database to the media store, MOVE_BATCH per transaction;
+        returns how many moved. Resumable and safe to interrupt: a file is written (atomically)
+        before its row points at it, and a row already moved is never touched again, so an
+        interruption at any point loses nothing and the next run carries on."""
+        if self.media is None:
+            return 0
+        o = outputs.c
+        pending = (sa.select(o.prediction_id, o.idx, o.content_type, o.data)
+                   .where(o.media_key.is_(None), sa.func.length(o.data) > 0)
+                   .order_by(o.prediction_id, o.idx).limit(MOVE_BATCH))
+        moved = 0
+        while limit is None or moved < limit:
+            rows = self._read(lambda conn: conn.execute(pending).all())
+            if not rows:
+                break
+            placed = [(row, self.media.put(row.data, row.content_type)) for row in rows]
+
+            def point(conn: sa.Connection) -> int:
+                done = 0
+                for row, key in placed:
+                    done += conn.execute(
+                        sa.update(outputs)
+                        .where(o.prediction_id == row.prediction_id, o.idx == row.idx, o.media_key.is_(None))
+                        .values(media_key=key, data=b"")).rowcount
+                return done
+
+            moved += self._write(point)
+        if moved:  # a warning so the server's console shows it (info is hidden by default)
+            _log.warning("moved %d stored image(s) out of the database into %r", moved, self.media)
+        return moved
+
+    def _placed(self, data: bytes, content_type: str) -> dict[str, Any]:
+        """The columns that keep an image: its bytes, or its media key (and no bytes)."""
+        if self.media is None:
+            return {"data": data, "media_key": None}
+        return {"data": b"", "media_key": self.media.put(data, content_type)}
 
     def thumbnail(self, prediction_id: str, idx: int) -> tuple[str, bytes] | None:
         row = self._output_row(prediction_id, idx, outputs.c.thumbnail)
@@ -826,16 +881,17 @@ def _stored_version(conn: sa.Connection) -> int | None:
 
 
 def _add_missing_columns(conn: sa.Connection) -> None:
-    """Add the columns of `predictions` that an older schema lacks (all nullable, so existing
-    rows need no value)."""
-    present = {column["name"] for column in sa.inspect(conn).get_columns(predictions.name)}
+    """Add the columns of `predictions` and `outputs` that an older schema lacks (all nullable,
+    so existing rows need no value)."""
     preparer = conn.dialect.identifier_preparer
-    for column in predictions.columns:
-        if column.name in present:
-            continue
-        assert column.nullable, f"a new column must be nullable: {column.name}"
-        conn.execute(sa.text(f"ALTER TABLE {preparer.format_table(predictions)} ADD COLUMN "
-                             f"{preparer.format_column(column)} {column.type.compile(conn.dialect)}"))
+    for table in (predictions, outputs):
+        present = {column["name"] for column in sa.inspect(conn).get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            assert column.nullable, f"a new column must be nullable: {column.name}"
+            conn.execute(sa.text(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN "
+                                 f"{preparer.format_column(column)} {column.type.compile(conn.dialect)}"))
 
 
 def _prediction_values(prediction: Prediction) -> dict[str, Any]:

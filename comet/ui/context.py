@@ -168,10 +168,20 @@ def _client(base_url: str, fingerprint: str, *, _key: str) -> Client:
 @st.cache_resource(show_spinner=False, on_release=Store.close)
 def _store(store_id: str, *, _settings: Settings) -> Store:
     store = Store.for_settings(_settings)
+    # Images an older release kept inside the database move to the media store, on a thread of
+    # their own (resumable: a restart carries on where this one stopped).
+    threading.Thread(target=_move_media, args=(store,), name="comet-media-move", daemon=True).start()
     if _settings.api_key:  # older releases stored whatever an echoing upstream sent: mask it now
         _scrub_once(store_id, _fingerprint(_settings.base_url, _settings.api_key), _store=store,
                     _key=_settings.api_key)
     return store
+
+
+def _move_media(store: Store) -> None:
+    try:
+        store.move_media()
+    except Exception:  # the next start carries on; every image stays readable meanwhile
+        logging.getLogger("comet.store").warning("could not move stored images yet", exc_info=True)
 
 
 @st.cache_resource(show_spinner=False)

@@ -1,0 +1,109 @@
+"""Images out of the database: new outputs go to a folder (content-addressed, atomic), images an
+older release kept in the database move there resumably, and History reads either. On SQLite and
+PostgreSQL."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from PIL import Image
+
+from comet.config import Settings
+from comet.fetch import StoredFile
+from comet.media import FileMedia, MediaError, from_setting
+from comet.prediction import Prediction
+from comet.store import Store, outputs
+
+SCHNELL = "black-forest-labs/flux-schnell"
+
+
+def png(color=(200, 40, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 24), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def saved(store: Store, n: int, color=(200, 40, 40)) -> str:
+    prediction_id = f"media{n}".ljust(26, "0")
+    store.record(Prediction(id=prediction_id, model=SCHNELL, status="succeeded", input={"prompt": "x"}))
+    store.save_outputs(prediction_id, [StoredFile("image/png", png(color), "https://x/a.png")])
+    return prediction_id
+
+
+def bytes_in_database(store: Store) -> int:
+    with store._engine.connect() as conn:
+        return int(conn.scalar(sa.select(sa.func.coalesce(sa.func.sum(sa.func.length(outputs.c.data)), 0))))
+
+
+def test_new_images_go_to_files_and_read_back_while_the_database_keeps_thumbnails(database_url, tmp_path):
+    store = Store(database_url, media=FileMedia(tmp_path / "media"))
+    try:
+        prediction_id = saved(store, 1)
+        assert store.output_bytes(prediction_id, 0) == ("image/png", png())
+        assert store.thumbnail(prediction_id, 0) is not None
+        assert bytes_in_database(store) == 0
+        files = [p for p in (tmp_path / "media").rglob("*") if p.is_file()]
+        assert len(files) == 1 and files[0].read_bytes() == png() and files[0].suffix == ".png"
+    finally:
+        store.close()
+
+
+def test_images_kept_in_the_database_move_to_files_resumably_and_none_is_lost(database_url, tmp_path):
+    old = Store(database_url)  # as an older release: every image inside the database
+    ids = [saved(old, n, (n * 40 % 256, 80, 120)) for n in range(5)]
+    assert bytes_in_database(old) > 0
+    old.close()
+    store = Store(database_url, media=FileMedia(tmp_path / "media"))
+    try:
+        assert store.move_media(limit=2) >= 2  # interrupted after a first batch
+        assert all(store.output_bytes(i, 0)[1] for i in ids)  # readable halfway, from either place
+        store.move_media()
+        assert store.move_media() == 0  # nothing left to move
+        assert bytes_in_database(store) == 0
+        assert [store.output_bytes(i, 0)[1] for i in ids] == [png((n * 40 % 256, 80, 120)) for n in range(5)]
+    finally:
+        store.close()
+
+
+def test_with_db_media_images_stay_in_the_database(database_url):
+    store = Store(database_url, media=None)
+    try:
+        prediction_id = saved(store, 7)
+        assert store.move_media() == 0 and bytes_in_database(store) == len(png())
+        assert store.output_bytes(prediction_id, 0)[1] == png()
+    finally:
+        store.close()
+
+
+def test_a_deleted_media_file_reads_as_missing_not_as_an_error(database_url, tmp_path):
+    store = Store(database_url, media=FileMedia(tmp_path / "media"))
+    try:
+        prediction_id = saved(store, 8)
+        for path in (tmp_path / "media").rglob("*.png"):
+            path.unlink()
+        assert store.output_bytes(prediction_id, 0) is None
+        assert store.get(prediction_id).outputs  # the row (and its thumbnail) remain
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("key", ["../../etc/passwd", "a" * 64 + ".png/../x", "/etc/passwd", "", "A" * 64 + ".png"])
+def test_a_key_that_is_not_ours_never_becomes_a_path(tmp_path, key):
+    media = FileMedia(tmp_path)
+    good = media.put(png(), "image/png")
+    assert media.get(good) == png()
+    with pytest.raises(MediaError):
+        media.get(key)
+
+
+def test_the_default_follows_where_the_history_lives_and_bad_settings_are_refused(tmp_path):
+    assert isinstance(from_setting("", data_dir=tmp_path, database_url=None), FileMedia)
+    assert from_setting("", data_dir=tmp_path, database_url="postgresql://db/x") is None  # Cloud: keep in the database
+    assert from_setting("db:", data_dir=tmp_path, database_url=None) is None
+    assert from_setting("file:/srv/media", data_dir=tmp_path, database_url=None).root == Path("/srv/media")
+    for bad in ("s3://bucket/prefix", "ftp://x", "file:relative/path"):
+        with pytest.raises(ValueError):
+            Settings.from_sources({"COMET_MEDIA_URL": bad}, {"COMET_DATA_DIR": str(tmp_path)})
