@@ -112,6 +112,17 @@ def wait_until(condition, timeout: float = 20.0, pause: float = 0.05):
         time.sleep(pause)
 
 
+def rerun_until(at: AppTest, condition, timeout: float = 20.0) -> AppTest:
+    """What the browser's timers would do: run the page again until `condition(at)` holds."""
+    def again():
+        at.run()
+        assert not at.exception, at.exception
+        return condition(at)
+
+    wait_until(again, timeout, pause=0.2)
+    return at
+
+
 @pytest.fixture(scope="module")
 def browser():
     """One headless Chromium per test module (Debian's where it exists)."""

@@ -26,7 +26,7 @@ from comet.prediction import TERMINAL
 from comet.store import Store, predictions
 from comet.tracker import Tracker
 from comet.ui import history_view as view
-from conftest import KEY, api_requests, open_app, wait_until
+from conftest import KEY, api_requests, open_app, rerun_until, wait_until
 
 SCHNELL, DEV = "black-forest-labs/flux-schnell", "black-forest-labs/flux-dev"
 HISTORY = "pages/history.py"
@@ -80,16 +80,6 @@ def history_page(sim, prediction_id: str | None = None):
     at = open_app(page=HISTORY, query=query, COMETAPI_KEY=KEY, COMETAPI_BASE_URL=sim.url)
     assert not at.exception, at.exception
     return at
-
-
-def rerun_until(at, condition, timeout: float = 20.0):
-    """What the browser's timers would do: run the page again until `condition(at)` holds."""
-    def again():
-        at.run()
-        assert not at.exception, at.exception
-        return condition(at)
-
-    return wait_until(again, timeout, pause=0.2) and at
 
 
 def table_element(at):

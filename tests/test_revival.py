@@ -17,7 +17,7 @@ from comet.config import Settings
 from comet.sim import Sim
 from comet.store import Store
 from comet.tracker import NOT_FOUND_NOTE, Tracker
-from conftest import KEY, api_requests, open_app, wait_until
+from conftest import KEY, api_requests, open_app, rerun_until, wait_until
 
 SCHNELL = "black-forest-labs/flux-schnell"
 HISTORY = "pages/history.py"
@@ -151,15 +151,6 @@ def history_page(base_url: str, prediction_id: str | None = None):
                   COMETAPI_KEY=KEY, COMETAPI_BASE_URL=base_url)
     assert not at.exception, at.exception
     return at
-
-
-def rerun_until(at, condition, timeout: float = 20.0):
-    def again():
-        at.run()
-        assert not at.exception, at.exception
-        return condition(at)
-
-    return wait_until(again, timeout, pause=0.2)
 
 
 def card_text(at) -> str:
