@@ -151,8 +151,8 @@ def table(conn: Connection, chosen: Filters, toolbar: DeltaGenerator) -> list[st
             "status": st.column_config.MultiselectColumn(
                 "Status", width=92, options=list(STATUS_COLORS), color=list(STATUS_COLORS.values())),
             "id": st.column_config.TextColumn("Prediction id", width=210),
-            "prompt": st.column_config.TextColumn("Prompt", width=100 if with_creator else 190),
-            "model": st.column_config.TextColumn("Model", width=120),
+            "prompt": st.column_config.TextColumn("Prompt", width=92 if with_creator else 182),
+            "model": st.column_config.TextColumn("Model", width=112),
             # Exact and short, in the viewer's own time zone ("a few seconds ago" took 120 px).
             "created": st.column_config.DatetimeColumn("Created", format="MMM D, HH:mm", width=96,
                                                        timezone=viewer_timezone()),
