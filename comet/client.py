@@ -26,6 +26,7 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError
 from urllib3.util.retry import Retry
 
 from . import errors, net, redact
+from .config import normalize_base_url
 from .prediction import STARTING, Prediction, is_model_id, is_valid_id
 
 API_PREFIX = "/replicate/v1"
@@ -109,16 +110,6 @@ class _BearerAuth(requests.auth.AuthBase):
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
-
-
-def normalize_base_url(base_url: str) -> str:
-    """Validate a base URL (http/https, a host, no query) and drop any trailing slash."""
-    parts = urlsplit((base_url or "").strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise ValueError(f"Base URL must look like https://api.cometapi.com (got {base_url!r}).")
-    if parts.username or parts.password:
-        raise ValueError("Base URL must not contain a user name or password.")
-    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
 @dataclass(frozen=True)

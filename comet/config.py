@@ -15,9 +15,18 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import media, prices
-from .client import normalize_base_url
 
 DEFAULT_BASE_URL = "https://api.cometapi.com"
+
+
+def normalize_base_url(base_url: str) -> str:
+    """Validate a base URL (http/https, a host, no query) and drop any trailing slash."""
+    parts = urlsplit((base_url or "").strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(f"Base URL must look like https://api.cometapi.com (got {base_url!r}).")
+    if parts.username or parts.password:
+        raise ValueError("Base URL must not contain a user name or password.")
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 APP_DIR = Path(__file__).resolve().parent.parent
 
 

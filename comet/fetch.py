@@ -18,7 +18,6 @@ import base64
 import binascii
 import io
 import ipaddress
-from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -27,6 +26,7 @@ from PIL import Image
 from . import net, redact
 from .errors import CometError
 from .images import MAX_PIXELS
+from .media import StoredFile, source_label  # noqa: F401 (the downloader hands these out)
 
 MAX_BYTES = 25 * 1024 * 1024
 MAX_REDIRECTS = 3
@@ -51,16 +51,6 @@ class FetchError(CometError):
     def gone(self) -> bool:
         """The host says the file no longer exists (output URLs expire an hour after the run)."""
         return self.status in (404, 410)
-
-
-@dataclass(frozen=True)
-class StoredFile:
-    """One downloaded output: its real content type (from the bytes), the bytes, and where it came
-    from (see source_label)."""
-
-    content_type: str
-    data: bytes = field(repr=False)
-    source_url: str
 
 
 def fetch_output(
@@ -118,14 +108,6 @@ def _from_data_uri(uri: str, max_bytes: int) -> StoredFile:
         raise FetchError("Refused a data: URI: its base64 text is malformed.") from exc
     label = source_label(uri)
     return StoredFile(_image_type(data, label), data, label)
-
-
-def source_label(url: str) -> str:
-    """What to keep of an output's address: a data: URI's payload is the image itself, already
-    stored as bytes, so only its header is kept."""
-    if url[:5].lower() == "data:":
-        return url.partition(",")[0] + ",..."
-    return url
 
 
 def _check_url(url: str) -> None:

@@ -15,10 +15,29 @@ import hashlib
 import os
 import re
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 _KEY_RE = re.compile(r"[0-9a-f]{64}\.[a-z0-9]{1,8}")
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One output file to keep: its real content type (from the bytes), the bytes, and where it
+    came from (see source_label). Made by the downloader (comet.fetch), kept by the store."""
+
+    content_type: str
+    data: bytes = field(repr=False)
+    source_url: str
+
+
+def source_label(url: str) -> str:
+    """What to keep of an output's address: a data: URI's payload is the image itself, already
+    stored as bytes, so only its header is kept."""
+    if url[:5].lower() == "data:":
+        return url.partition(",")[0] + ",..."
+    return url
 
 
 class MediaError(ValueError):

@@ -42,8 +42,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from .config import Settings
 from .errors import CometError
-from .fetch import StoredFile, source_label
-from .media import FileMedia, from_setting
+from .media import FileMedia, StoredFile, from_setting, source_label
 from .prediction import STARTING, SUCCEEDED, TERMINAL, Prediction, progress_from_logs
 
 # 1: first release. 2: lease columns (lease_owner, lease_until) for several trackers on one database.
