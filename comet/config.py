@@ -38,6 +38,7 @@ class Settings:
     data_dir: Path = APP_DIR / "data"
     database_url: str | None = field(default=None, repr=False)  # may hold a password
     media_url: str = ""  # COMET_MEDIA_URL: where output images go (comet.media)
+    media_retention_days: float | None = None  # COMET_MEDIA_RETENTION_DAYS: full images kept this long
     # Spending: USD per image overrides by model id, and the limits (None: no limit).
     prices: Mapping[str, float] = field(default_factory=dict, hash=False)
     spend_limit_monthly: float | None = None
@@ -88,6 +89,7 @@ class Settings:
             raise ValueError(str(exc)) from None
         return cls(
             media_url=media_url,
+            media_retention_days=_limit("COMET_MEDIA_RETENTION_DAYS", read("COMET_MEDIA_RETENTION_DAYS"), "days"),
             prices=overrides,
             spend_limit_monthly=_limit("SPEND_LIMIT_MONTHLY", read("SPEND_LIMIT_MONTHLY")),
             spend_limit_daily_per_person=_limit("SPEND_LIMIT_DAILY_PER_PERSON", read("SPEND_LIMIT_DAILY_PER_PERSON")),
@@ -98,8 +100,8 @@ class Settings:
         )
 
 
-def _limit(name: str, text: str) -> float | None:
-    """A spending limit in USD: blank is none; anything else must be a positive amount."""
+def _limit(name: str, text: str, unit: str = "USD") -> float | None:
+    """A positive amount (a spending limit in USD, a number of days): blank is none."""
     if not text:
         return None
     try:
@@ -107,5 +109,5 @@ def _limit(name: str, text: str) -> float | None:
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be an amount of USD above 0, e.g. 25 (got {text!r}).")
+        raise ValueError(f"{name} must be a number of {unit} above 0, e.g. 25 (got {text!r}).")
     return value

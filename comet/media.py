@@ -82,6 +82,9 @@ class FileMedia:
         except FileNotFoundError:
             return None
 
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
     def _path(self, key: str) -> Path:
         if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
             raise MediaError(f"not a media key: {key[:80]!r}" if isinstance(key, str) else "not a media key")

@@ -28,6 +28,7 @@ import io
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
@@ -46,7 +47,8 @@ from .media import FileMedia, StoredFile, from_setting, source_label
 from .prediction import STARTING, SUCCEEDED, TERMINAL, Prediction, progress_from_logs
 
 # 1: first release. 2: lease columns (lease_owner, lease_until) for several trackers on one database.
-# 3: outputs.media_key: an image kept in the media store (comet.media) instead of outputs.data.
+# 3: outputs.media_key: an image kept in the media store (comet.media) instead of outputs.data;
+#    outputs.pruned_at: when retention removed the full image (the thumbnail stays).
 SCHEMA_VERSION = 3
 MOVE_BATCH = 50  # images moved to the media store per transaction
 DEFAULT_LEASE = 60.0  # seconds a claim lasts unless renewed; the tracker renews it while it polls
@@ -145,6 +147,7 @@ outputs = sa.Table(
     sa.Column("source_url", sa.Text, nullable=False),
     # Schema 3: where the media store keeps the image; then `data` is empty (b"").
     sa.Column("media_key", sa.String(80)),
+    sa.Column("pruned_at", sa.Float),  # epoch seconds retention removed the full image, or None
 )
 
 
@@ -153,6 +156,7 @@ class OutputInfo:
     idx: int
     content_type: str
     size: int
+    pruned_at: datetime | None = None  # the full image was removed by retention (thumbnail kept)
 
 
 @dataclass(frozen=True)
@@ -216,6 +220,7 @@ class Store:
         """`media`: where new output images go (None: inside the database, as before)."""
         url = database_url(url)
         self.media = media
+        self._closed = threading.Event()
         self.backend = url.get_backend_name()  # "sqlite" or "postgresql"
         self._retry_delays = tuple(retry_delays)
         self._engine = _engine(url)
@@ -239,7 +244,16 @@ class Store:
         return cls(sa.URL.create("sqlite", database=str(settings.data_dir / name)), media=media)
 
     def close(self) -> None:
+        self._closed.set()
         self._engine.dispose()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def wait_closed(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds, waking at once when the store is closed."""
+        return self._closed.wait(timeout)
 
     # ---- schema ---------------------------------------------------------------------------
 
@@ -526,8 +540,8 @@ class Store:
         """The stored image, from the database or the media store; None if it is not there (a
         media file that was deleted, or a store configured without the folder it went to)."""
         o = outputs.c
-        row = self._output_row(prediction_id, idx, o.content_type, o.data, o.media_key)
-        if row is None:
+        row = self._output_row(prediction_id, idx, o.content_type, o.data, o.media_key, o.pruned_at)
+        if row is None or row.pruned_at is not None:
             return None
         if row.media_key is None:
             return row.content_type, row.data
@@ -565,6 +579,40 @@ class Store:
         if moved:  # a warning so the server's console shows it (info is hidden by default)
             _log.warning("moved %d stored image(s) out of the database into %r", moved, self.media)
         return moved
+
+    def prune_media(self, before: float) -> int:
+        """Retention: remove the full images of predictions that ended before `before` (epoch
+        seconds), keeping rows and thumbnails; returns how many were pruned. The rows are marked
+        first and a file is deleted only once no unpruned row points at it (identical images share
+        one file), so an interruption leaves at worst an orphan file, never a dangling row."""
+        o, p = outputs.c, predictions.c
+        ended = sa.func.coalesce(p.completed_at, p.created_at)
+        due = (sa.select(o.prediction_id, o.idx, o.media_key)
+               .join(predictions, p.id == o.prediction_id)
+               .where(o.pruned_at.is_(None), ended < before)
+               .limit(MOVE_BATCH))
+        pruned = 0
+        while True:
+            def mark(conn: sa.Connection) -> list[str]:
+                rows = conn.execute(due).all()
+                now = time.time()
+                for row in rows:
+                    conn.execute(sa.update(outputs).where(o.prediction_id == row.prediction_id, o.idx == row.idx)
+                                 .values(data=b"", pruned_at=now))
+                return [row.media_key for row in rows]
+
+            keys = self._write(mark)
+            if not keys:
+                break
+            pruned += len(keys)
+            for key in {k for k in keys if k is not None}:
+                still_used = self._read(lambda conn: conn.scalar(
+                    sa.select(sa.func.count()).select_from(outputs).where(o.media_key == key, o.pruned_at.is_(None))))
+                if not still_used and self.media is not None:
+                    self.media.delete(key)
+        if pruned:
+            _log.warning("retention: removed %d full image(s) (thumbnails kept)", pruned)
+        return pruned
 
     def _placed(self, data: bytes, content_type: str) -> dict[str, Any]:
         """The columns that keep an image: its bytes, or its media key (and no bytes)."""
@@ -778,10 +826,11 @@ class Store:
         infos: dict[str, list[OutputInfo]] = {row.id: [] for row in rows}
         if infos:
             o = outputs.c
-            found = conn.execute(sa.select(o.prediction_id, o.idx, o.content_type, o.size)
+            found = conn.execute(sa.select(o.prediction_id, o.idx, o.content_type, o.size, o.pruned_at)
                                  .where(o.prediction_id.in_(list(infos))).order_by(o.prediction_id, o.idx))
             for out in found:
-                infos[out.prediction_id].append(OutputInfo(out.idx, out.content_type, out.size))
+                infos[out.prediction_id].append(
+                    OutputInfo(out.idx, out.content_type, out.size, _datetime(out.pruned_at)))
         return [_record(row._mapping, infos[row.id]) for row in rows]
 
     def _output_row(self, prediction_id: str, idx: int, *columns: sa.ColumnElement) -> sa.Row | None:

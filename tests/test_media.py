@@ -107,3 +107,68 @@ def test_the_default_follows_where_the_history_lives_and_bad_settings_are_refuse
     for bad in ("s3://bucket/prefix", "ftp://x", "file:relative/path"):
         with pytest.raises(ValueError):
             Settings.from_sources({"COMET_MEDIA_URL": bad}, {"COMET_DATA_DIR": str(tmp_path)})
+
+
+def test_retention_removes_old_full_images_keeps_thumbnails_and_recent_images(database_url, tmp_path):
+    import time
+
+    store = Store(database_url, media=FileMedia(tmp_path / "media"))
+    try:
+        old, recent = saved(store, 20), saved(store, 21, (10, 200, 10))
+        cutoff = time.time() + 1  # both ended before this: then only `old` is made older below
+        with store._engine.begin() as conn:
+            conn.execute(sa.text("UPDATE predictions SET created_at = created_at - 40 * 86400, "
+                                 "completed_at = NULL WHERE id = :id"), {"id": old})
+        assert store.prune_media(before=cutoff - 30 * 86400) == 1
+        assert store.output_bytes(old, 0) is None and store.thumbnail(old, 0) is not None
+        assert store.get(old).outputs[0].pruned_at is not None
+        assert store.output_bytes(recent, 0)[1] == png((10, 200, 10))
+        assert [p.name for p in (tmp_path / "media").rglob("*.png")] == [store._output_row(recent, 0, outputs.c.media_key).media_key]
+        assert store.prune_media(before=cutoff - 30 * 86400) == 0  # done once
+    finally:
+        store.close()
+
+
+def test_retention_keeps_a_file_another_prediction_still_uses(database_url, tmp_path):
+    import time
+
+    store = Store(database_url, media=FileMedia(tmp_path / "media"))
+    try:
+        old, twin = saved(store, 30), saved(store, 31)  # the same bytes: one file
+        with store._engine.begin() as conn:
+            conn.execute(sa.text("UPDATE predictions SET created_at = created_at - 40 * 86400, "
+                                 "completed_at = NULL WHERE id = :id"), {"id": old})
+        assert store.prune_media(before=time.time() - 30 * 86400) == 1
+        assert store.output_bytes(twin, 0)[1] == png()  # its file was not deleted with the old one's
+    finally:
+        store.close()
+
+
+def test_a_bad_retention_setting_is_refused(tmp_path):
+    assert Settings.from_sources({"COMET_MEDIA_RETENTION_DAYS": "30"}, {}).media_retention_days == 30
+    with pytest.raises(ValueError, match="COMET_MEDIA_RETENTION_DAYS must be a number of days"):
+        Settings.from_sources({"COMET_MEDIA_RETENTION_DAYS": "forever"}, {})
+
+
+def test_the_detail_view_says_when_retention_removed_the_full_image(sim, app_env):
+    import time
+
+    from conftest import KEY, open_app
+
+    settings = Settings.from_sources({"COMETAPI_KEY": KEY, "COMETAPI_BASE_URL": sim.url})
+    store = Store.for_settings(settings)
+    kept, removed = saved(store, 40, (10, 10, 200)), saved(store, 41)
+    with store._engine.begin() as conn:
+        conn.execute(sa.text("UPDATE predictions SET tracking = 'done', created_at = created_at - 40 * 86400, "
+                             "completed_at = NULL WHERE id = :id"), {"id": removed})
+        conn.execute(sa.text("UPDATE predictions SET tracking = 'done' WHERE id = :id"), {"id": kept})
+    store.prune_media(before=time.time() - 30 * 86400)
+    store.close()
+
+    def captions(prediction_id):
+        at = open_app("pages/history.py", {"id": prediction_id}, COMETAPI_KEY=KEY, COMETAPI_BASE_URL=sim.url)
+        assert not at.exception
+        return " ".join(str(c.value) for c in at.caption)
+
+    assert "full image was removed" in captions(removed)
+    assert "full image was removed" not in captions(kept)

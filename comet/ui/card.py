@@ -296,6 +296,12 @@ def _images(conn: Connection, record: Record, key: str) -> None:
     for n, output in enumerate(record.outputs):
         stored = conn.store.output_bytes(record.id, output.idx)
         if stored is None:
+            if output.pruned_at is not None:  # retention removed the full image: the thumbnail stays
+                with columns[n % len(columns)]:
+                    if thumbnail := conn.store.thumbnail(record.id, output.idx):
+                        st.image(thumbnail[1])
+                    st.caption(f"The full image was removed on {output.pruned_at:%Y-%m-%d} (retention); "
+                               "this is its thumbnail.")
             continue
         content_type, data = stored
         with columns[n % len(columns)]:

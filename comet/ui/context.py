@@ -9,6 +9,7 @@ import hashlib
 import ipaddress
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
@@ -25,6 +26,7 @@ from comet.tracker import Tracker
 from comet.ui.own_key import own_key
 from comet.ui.safe import plain
 
+RETENTION_EVERY = 3600.0  # seconds between retention passes
 DEMO_KEY = "demo-key"  # the stand-in accepts any non-empty key
 SESSION_CLIENT_KEY = "own.client"
 
@@ -170,18 +172,28 @@ def _store(store_id: str, *, _settings: Settings) -> Store:
     store = Store.for_settings(_settings)
     # Images an older release kept inside the database move to the media store, on a thread of
     # their own (resumable: a restart carries on where this one stopped).
-    threading.Thread(target=_move_media, args=(store,), name="comet-media-move", daemon=True).start()
+    threading.Thread(target=_look_after_media, args=(store, _settings.media_retention_days),
+                     name="comet-media", daemon=True).start()
     if _settings.api_key:  # older releases stored whatever an echoing upstream sent: mask it now
         _scrub_once(store_id, _fingerprint(_settings.base_url, _settings.api_key), _store=store,
                     _key=_settings.api_key)
     return store
 
 
-def _move_media(store: Store) -> None:
+def _look_after_media(store: Store, retention_days: float | None) -> None:
+    """Move older images out of the database, then (with COMET_MEDIA_RETENTION_DAYS) prune full
+    images past their time, once an hour while the store is open."""
+    log = logging.getLogger("comet.store")
     try:
         store.move_media()
     except Exception:  # the next start carries on; every image stays readable meanwhile
-        logging.getLogger("comet.store").warning("could not move stored images yet", exc_info=True)
+        log.warning("could not move stored images yet", exc_info=True)
+    while retention_days is not None and not store.closed:
+        try:
+            store.prune_media(before=time.time() - retention_days * 86400)
+        except Exception:
+            log.warning("could not prune old images yet", exc_info=True)
+        store.wait_closed(RETENTION_EVERY)
 
 
 @st.cache_resource(show_spinner=False)
