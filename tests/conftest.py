@@ -93,6 +93,16 @@ def database_url(request, tmp_path):
 
 
 @pytest.fixture
+def store(database_url):
+    """The history store on a new database of each backend."""
+    from comet.store import Store
+
+    history = Store(database_url)
+    yield history
+    history.close()
+
+
+@pytest.fixture
 def postgres_url(tmp_path):
     """A new, empty PostgreSQL history database, for what only a server can show."""
     from backends import fresh_database

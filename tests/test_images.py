@@ -54,3 +54,11 @@ def test_an_upload_declaring_a_huge_canvas_is_refused_before_it_is_decoded():
     assert read_image("photo.png", encoded((3000, 2000), "PNG")).width == 3000  # 6 MP: fine
     with pytest.raises(ImageProblem, match="13000x13000 pixels"):
         read_image("bomb.png", png_bomb())  # 169 MP in a file of a few hundred KB
+
+
+def test_a_stored_image_declaring_a_huge_canvas_is_never_decoded_for_display():
+    from hostile import png_bomb
+
+    bomb = png_bomb()
+    assert for_display(bomb) is bomb  # handed back untouched, not decoded (169 MP)
+    assert for_display(encoded((2000, 1000), "WEBP")) != encoded((2000, 1000), "WEBP")  # a normal one is

@@ -11,17 +11,9 @@ import pytest
 from comet import prices
 from comet.ledger import ANONYMOUS, Ledger, Limits, Refusal
 from comet.prediction import Prediction
-from comet.store import Store
 
 SCHNELL, DEV = "black-forest-labs/flux-schnell", "black-forest-labs/flux-dev"
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def store(database_url):
-    history = Store(database_url)
-    yield history
-    history.close()
 
 
 @pytest.fixture

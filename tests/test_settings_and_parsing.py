@@ -135,3 +135,11 @@ def test_the_run_time_is_estimated_from_the_logs_rate_only_when_there_is_one(lin
     done = Prediction.from_json({"id": "abcdefgh", "status": "succeeded", "logs": line,
                                  "started_at": "2026-11-30T10:00:00Z"})
     assert (running.expected_end is None) == (seconds is None) and done.expected_end is None
+
+
+def test_too_many_or_too_long_output_links_are_cut_with_a_note():
+    fine = Prediction.from_json({"id": "abcdefgh", "status": "succeeded", "output": ["https://x/a.png"] * 4})
+    flood = Prediction.from_json({"id": "abcdefgh", "status": "succeeded",
+                                  "output": ["https://x/a.png"] * 40 + ["https://x/" + "a" * 10_000]})
+    assert len(fine.output) == 4 and fine.problems == ()
+    assert len(flood.output) == 16 and any("output links" in p for p in flood.problems)

@@ -72,7 +72,7 @@ def test_a_create_within_the_limit_goes_and_its_cost_is_counted(sim, app_env):
 
 def test_history_and_its_csv_carry_the_estimated_cost(sim, app_env):
     at = generate(prompt(live(sim), "a costed fox"))
-    prediction_id = sim.requests and next(iter(sim.predictions))
+    prediction_id = next(iter(sim.predictions))
     at.switch_page("pages/history.py").run()
     table = at.dataframe[0].value
     assert table.loc[table["id"] == prediction_id, "cost"].iloc[0] == pytest.approx(0.003)

@@ -28,13 +28,6 @@ FAST = {"schedule": ((math.inf, 0.05),), "backoff": (0.05, 0.2), "max_sleep": 0.
 
 
 @pytest.fixture
-def store(database_url):
-    history = Store(database_url)
-    yield history
-    history.close()
-
-
-@pytest.fixture
 def tracker(client, store):
     with Tracker(client, store, allow_private_downloads=True, **FAST) as running:
         yield running
