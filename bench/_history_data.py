@@ -9,7 +9,7 @@ load the same rows and time them the same way:
   nothing polls during a measurement), prompts built from subjects, places, styles and extras,
   inputs with aspect ratio, output format and sometimes a seed, logs, notes, 40 % with a creator,
   and for 90 % of the succeeded rows one stored output: eight images rendered by the stand-in
-  (512 px WebP) with thumbnails made by `comet.store.make_thumbnail`, reused;
+  (512 px WebP) with thumbnails made by `comet.images.make_thumbnail`, reused;
 - `fill(url, size)`: those rows bulk-loaded into a new SQLite or PostgreSQL database (in a child
   process: `fill_in_child`);
 - `store_timings(store, size)` and `page_timings(check)`: the store alone, and the History page
@@ -88,7 +88,7 @@ def generate(size: int) -> Iterator[tuple[list[dict], list[dict]]]:
     """`size` predictions and their stored outputs, in chunks of CHUNK; the same for the same size."""
     from comet import catalog
     from comet.sim import _render
-    from comet.store import make_thumbnail
+    from comet.images import make_thumbnail
 
     rng = random.Random(size)
     models = list(catalog.MODELS)
@@ -195,12 +195,15 @@ def fill_in_child(url: str, size: int) -> float:
 def store_timings(store: Store, size: int) -> dict[str, float]:
     """The store alone, median of STORE_RUNS runs each: first page + count, `models()` (read by
     the filters on every build), the last page (OFFSET paging) and a prompt search."""
+    from comet.store import HistoryFilter
+
     last_offset = (size - 1) // PAGE_SIZE * PAGE_SIZE
+    fox = HistoryFilter(text="fox")
     calls = {
         "page_count": lambda: (store.page(limit=PAGE_SIZE), store.count()),
         "models": store.models,
         "last_page": lambda: store.page(limit=PAGE_SIZE, offset=last_offset),
-        "search": lambda: (store.page(text="fox", limit=PAGE_SIZE), store.count(text="fox")),
+        "search": lambda: (store.page(fox, limit=PAGE_SIZE), store.count(fox)),
     }
     result = {}
     for name, call in calls.items():

@@ -1,4 +1,5 @@
-"""Input images for the models that take them: checked to really be images, sent as data URIs.
+"""Image code: input images for the models that take them (checked to really be images, sent as
+data URIs), renditions Streamlit can show as they are, and the thumbnails history keeps.
 
 Replicate advises data URIs only up to 256 KB, so larger uploads are flagged and can be
 downscaled (re-encoded as JPEG or WEBP, halving the pixel count until they fit)."""
@@ -7,12 +8,14 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from PIL import Image, UnidentifiedImageError
 
-ADVISED_MAX_BYTES = 256 * 1024
+from .catalog import DATA_URI_MAX_BYTES as ADVISED_MAX_BYTES  # one source: the catalog says why
+
 UPLOAD_MAX_BYTES = 20 * 1024 * 1024
 # A small file can declare a huge canvas (a 13000x13000 PNG is under 1 MB on the wire and
 # about 500 MB decoded): anything declaring more pixels is refused before it is decoded.
@@ -21,6 +24,9 @@ MAX_PIXELS = 36_000_000
 # Pillow's format name -> the MIME type the API accepts.
 ACCEPTED = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "gif", "webp")
+THUMBNAIL_SIDE = 128
+THUMBNAIL_TYPE = "image/jpeg"
+_log = logging.getLogger(__name__)
 
 
 class ImageProblem(ValueError):
@@ -129,4 +135,23 @@ def for_display(data: bytes) -> bytes:
         converted.save(buffer, format="PNG")
     else:
         converted.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def make_thumbnail(data: bytes) -> bytes | None:
+    """A JPEG at most THUMBNAIL_SIDE px on its long side; None if Pillow cannot decode the image
+    or it declares more than MAX_PIXELS (the original is kept all the same: a missing thumbnail
+    must not lose an output)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_PIXELS:
+                _log.warning("no thumbnail for an image of %dx%d pixels", image.width, image.height)
+                return None
+            image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+            small = image.convert("RGB")  # JPEG has no alpha or palette
+    except Exception:  # Pillow reports bad data with many exception types
+        _log.warning("could not make a thumbnail", exc_info=True)
+        return None
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=80)
     return buffer.getvalue()

@@ -1,4 +1,5 @@
-"""How stored outputs are shown: made displayable once, never shrunk below what the page draws."""
+"""How stored outputs are shown: made displayable once, never shrunk below what the page draws;
+and the small thumbnail history keeps of each."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import io
 import pytest
 from PIL import Image
 
-from comet.images import DISPLAY_MAX_WIDTH, for_display
+from comet.images import DISPLAY_MAX_WIDTH, THUMBNAIL_SIDE, for_display, make_thumbnail
 
 
 def encoded(size: tuple[int, int], fmt: str, mode: str = "RGB") -> bytes:
@@ -62,3 +63,17 @@ def test_a_stored_image_declaring_a_huge_canvas_is_never_decoded_for_display():
     bomb = png_bomb()
     assert for_display(bomb) is bomb  # handed back untouched, not decoded (169 MP)
     assert for_display(encoded((2000, 1000), "WEBP")) != encoded((2000, 1000), "WEBP")  # a normal one is
+
+
+@pytest.mark.parametrize("fmt, mode", [("WEBP", "RGB"), ("PNG", "RGBA"), ("GIF", "RGB")])  # GIF: a palette
+def test_a_thumbnail_is_a_small_jpeg_of_the_same_shape(fmt, mode):
+    thumb = opened(make_thumbnail(encoded((1024, 576), fmt, mode)))
+    assert thumb.format == "JPEG" and thumb.size == (THUMBNAIL_SIDE, 72)
+
+
+def test_no_thumbnail_for_what_is_not_an_image_or_declares_a_huge_canvas():
+    from hostile import png_bomb
+
+    assert make_thumbnail(b"not an image") is None
+    assert make_thumbnail(png_bomb()) is None  # 169 MP: never decoded
+    assert make_thumbnail(encoded((6000, 6000), "PNG")) is not None  # 36 MP, the largest allowed

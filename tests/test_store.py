@@ -24,8 +24,8 @@ from sqlalchemy.exc import IntegrityError
 from comet.config import Settings
 from comet.fetch import StoredFile
 from comet.prediction import Prediction
-from comet.store import (PAGE_COLUMNS, SCHEMA_VERSION, HistoryError, Store, meta, metadata, outputs,
-                         predictions)
+from comet.store import (PAGE_COLUMNS, SCHEMA_VERSION, HistoryError, HistoryFilter, Store, meta, metadata,
+                         outputs, predictions)
 from comet.store import database_url as resolved_url
 from conftest import KEY
 
@@ -169,7 +169,7 @@ def test_twenty_threads_recording_at_once_on_one_file_lose_nothing(store):
 
     assert failures == []
     assert store.count() == 1001
-    assert all(store.count(creator=f"user{w}") == 50 for w in range(20))
+    assert all(store.count(HistoryFilter(creator=f"user{w}")) == 50 for w in range(20))
 
 
 def test_the_history_page_filters_and_pages_in_sql_newest_first(store):
@@ -183,21 +183,45 @@ def test_the_history_page_filters_and_pages_in_sql_newest_first(store):
     for n, status, model, prompt, creator in rows:
         store.record(prediction(n, status=status, model=model, prompt=prompt), creator=creator)
 
+    def shown(**chosen) -> list[str]:
+        """The ids one filter selects, the same in the page, the count and the export."""
+        where = HistoryFilter(**chosen)
+        ids = list(store.page(where)["id"])
+        assert store.count(where) == len(ids) and list(store.export_rows(where)["id"]) == ids
+        return [int(i[1:]) for i in ids]
+
     page = store.page()
     assert list(page.columns) == PAGE_COLUMNS
     assert list(page["id"]) == [pid(5), pid(4), pid(3), pid(2), pid(1)]
     assert page["created"][0] == START + timedelta(minutes=5)
     assert list(store.page(limit=2, offset=2)["id"]) == [pid(3), pid(2)]
-    assert list(store.page(statuses=["succeeded", "failed"])["id"]) == [pid(3), pid(2), pid(1)]
-    assert list(store.page(models=[DEV])["id"]) == [pid(4), pid(3)]
-    assert list(store.page(text="cat")["id"]) == [pid(2), pid(1)], "case-insensitive"
-    assert list(store.page(text="100%")["id"]) == [pid(1)], "% is a literal percent sign"
-    assert list(store.page(text="snake_case")["id"]) == [pid(3)], "_ is a literal underscore"
-    assert list(store.page(creator="ben", statuses=["aborted"])["id"]) == [pid(5)]
-    assert store.count(models=[SCHNELL]) == 3 and store.count(text="sign", creator="ana") == 1
-    assert store.count(statuses=[]) == 5, "an empty filter means all"
+    assert list(store.page(HistoryFilter(models=(SCHNELL,)), limit=2, offset=1)["id"]) == [pid(2), pid(1)]
+    assert shown(statuses=("succeeded", "failed")) == [3, 2, 1]
+    assert shown(models=(DEV,)) == [4, 3]
+    assert shown(models=(DEV, SCHNELL)) == [5, 4, 3, 2, 1]
+    assert shown(text="cat") == [2, 1], "case-insensitive"
+    assert shown(text="100%") == [1], "% is a literal percent sign"
+    assert shown(text="snake_case") == [3], "_ is a literal underscore"
+    assert shown(creator="ben") == [5, 2]
+    assert shown(text="nothing like it") == []
+    # Fields combine with AND.
+    assert shown(creator="ben", statuses=("aborted",)) == [5]
+    assert shown(text="sign", creator="ana") == [3]
+    assert shown(models=(SCHNELL,), statuses=("succeeded", "aborted"), text="100") == [5, 1]
+    assert shown(models=(DEV,), creator="ben") == []
+    # An empty field means "any": the filter of nothing chosen shows everything.
+    assert shown() == shown(statuses=(), models=(), text="  ", creator="") == [5, 4, 3, 2, 1]
     assert store.models() == [DEV, SCHNELL]
-    assert store.page(text="nothing like it").empty
+
+
+def test_a_filter_is_one_value_whatever_shape_its_choices_come_in():
+    # A multiselect hands back lists; the page compares filters to know when to go to page 1.
+    assert HistoryFilter(statuses=["failed"], models=[DEV]) == HistoryFilter(statuses=("failed",), models=(DEV,))
+    assert HistoryFilter(statuses="failed").statuses == ("failed",), "one status, not its letters"
+    assert HistoryFilter(text="  cat ").text == "cat" and HistoryFilter(text=" ").text is None
+    assert HistoryFilter().matches_all and HistoryFilter(text=" ", creator="").matches_all
+    assert not HistoryFilter(creator="ana").matches_all and not HistoryFilter(models=[DEV]).matches_all
+    assert len({HistoryFilter(models=[DEV]), HistoryFilter(models=(DEV,))}) == 1
 
 
 def test_page_rows_carry_a_thumbnail_of_their_first_image(store):

@@ -351,7 +351,7 @@ def made_by(sim, name, prompt_text):
 
 def test_a_name_given_with_the_password_becomes_the_creator_and_mine_shows_only_theirs(sim):
     from comet.config import Settings
-    from comet.store import Store
+    from comet.store import HistoryFilter, Store
     from conftest import KEY as API_KEY
     from conftest import wait_until
 
@@ -367,7 +367,7 @@ def test_a_name_given_with_the_password_becomes_the_creator_and_mine_shows_only_
     assert history_ids(ada) == everyone
     store = Store.for_settings(Settings.from_sources({"COMETAPI_KEY": API_KEY, "COMETAPI_BASE_URL": sim.url}))
     try:  # recorded as typed, less the invisible character
-        assert store.count(creator="Ada") == 1 and store.count(creator="Grace") == 1
+        assert store.count(HistoryFilter(creator="Ada")) == 1 and store.count(HistoryFilter(creator="Grace")) == 1
     finally:
         store.close()
     # The same history seen by someone who gave no name: nothing is theirs to filter to.
