@@ -31,8 +31,11 @@ from urllib.parse import urlsplit
 DEFAULT_MODEL = "black-forest-labs/flux-schnell"
 # FLUX reads only ~512 tokens; the cap stops a pasted document, not a long prompt.
 PROMPT_MAX_CHARS = 10_000
-# Replicate advises data URIs only for files up to this size; bigger ones may be refused.
+# Replicate advises data URIs only for files up to this size; bigger ones may be refused. The one
+# threshold and wording for every place that flags a large inline image (the upload's warning,
+# the downscaling switch, the request's check).
 DATA_URI_MAX_BYTES = 256 * 1024
+DATA_URI_ADVICE = f"uploads over {DATA_URI_MAX_BYTES // 1024} KB may be refused upstream"
 
 ERROR = "error"
 WARNING = "warning"
@@ -428,13 +431,13 @@ def _image_problems(name: str, label: str, value: Any) -> list[Problem]:
     if isinstance(value, str):
         data = _DATA_URI.fullmatch(value)
         if data:
-            size = len(data["payload"]) * 3 // 4  # base64 carries 3 bytes in 4 characters
+            payload = data["payload"]
+            # base64 carries 3 bytes in 4 characters; each "=" at the end pads one byte that is
+            # not there (else a file of exactly the limit counted 2 bytes over it)
+            size = len(payload) * 3 // 4 - (len(payload) - len(payload.rstrip("=")))
             if size <= DATA_URI_MAX_BYTES:
                 return []
-            message = (
-                f"{label} is a {_size(size)} upload; uploads over {DATA_URI_MAX_BYTES // 1024} KB"
-                " may be refused upstream: prefer an https:// URL."
-            )
+            message = f"{label} is a {_size(size)} upload; {DATA_URI_ADVICE}: prefer an https:// URL."
             return [Problem(name, message, WARNING)]
         try:
             url = urlsplit(value)

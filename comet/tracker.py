@@ -172,6 +172,33 @@ class Tracker:
                 self._unrecorded.append((prediction, creator))
         self.wake()
 
+    def cancel(self, prediction_id: str, client: Client | None = None) -> Prediction:
+        """Ask CometAPI to cancel a prediction (with `client`: the key of whoever asks; else the
+        one it is polled with) and record the answer. A final status ends tracking at once;
+        anything else (a cancel still under way, a success that came first) makes the prediction
+        due now, so the poll that follows records it, outputs included.
+
+        Raises CannotCancel when the server has no cancel route, another CometError when the
+        cancel failed or the answer is about another prediction; nothing is written then."""
+        client = client or self._clients.get(prediction_id, self._client)
+        if client is None:
+            raise errors.AuthError(PERSONAL_KEY_NOTE, personal=True)
+        prediction = client.cancel(prediction_id)
+        if prediction.id != prediction_id:  # written without a lease below: never to another row
+            raise errors.BadResponse("CometAPI answered the cancel with another prediction's id.")
+        ended = prediction.is_terminal and prediction.status != SUCCEEDED
+        try:
+            # Not fenced by a lease: whichever tracker polls it, the user's cancel is the latest
+            # news, and a final status ends tracking, so a poll already under way cannot write
+            # its older answer over this one (Store.update with an owner needs an active row).
+            self._store.update(prediction, next_poll_at=None if ended else self._clock())
+        except HistoryError as exc:  # upstream has it; the next poll records the same end
+            log.warning("prediction %s: cancel not recorded (%s); the next poll will", prediction_id, exc)
+        if ended:
+            self._forget_client(prediction_id)
+        self.wake()
+        return prediction
+
     def news_token(self, prediction_id: str) -> int:
         """A mark to wait from (take it before reading the store, so no write is missed)."""
         with self._lock:

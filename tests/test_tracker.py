@@ -15,12 +15,15 @@ import pytest
 import requests
 from PIL import Image
 
+from comet import errors
 from comet.client import Client, RetryPolicy, Timeouts
 from comet.prediction import Prediction
 from comet.sim import Sim
 from comet.store import Record, Store
 from comet.tracker import Tracker
 from conftest import KEY, api_requests, wait_until
+from hostile import HostileServer, answer
+from hostile import prediction as answered
 
 SCHNELL = "black-forest-labs/flux-schnell"
 # The production schedule (1 s, then slower; 2 s backoff) scaled down so the suite stays quick.
@@ -227,6 +230,75 @@ def test_only_the_tracker_polls_however_many_people_watch(sim, client, store, tr
     polls = len(api_requests(sim, "GET", created.id))
     assert len(reads) > 100
     assert 5 <= polls <= elapsed / 0.05 + 3, "about one poll per interval, whatever the readers do"
+
+
+# ---- cancel: asked by a page, recorded by the tracker -----------------------------------------------
+
+
+def test_a_cancel_ends_a_running_prediction_canceled_even_with_a_poll_under_way(sim, client, store, tracker):
+    sim.configure(run_time=30.0)
+    created = client.create(SCHNELL, {"prompt": "not this one after all"})
+    sim.add_fault(route="get", kind="hang", delay=1.0)  # a poll that answers "processing" late
+    tracker.track(created)
+    wait_until(lambda: api_requests(sim, "GET", created.id))
+    token = tracker.news_token(created.id)
+
+    answer_ = tracker.cancel(created.id)
+
+    assert answer_.status == "canceled" and len(api_requests(sim, "POST", "/cancel")) == 1
+    assert (store.get(created.id).status, store.get(created.id).tracking) == ("canceled", "done")
+    assert tracker.wait_for_news(created.id, token, 10.0)  # the late poll has finished ...
+    record = store.get(created.id)
+    assert (record.status, record.tracking) == ("canceled", "done"), "... and did not write over the cancel"
+
+
+def test_a_cancel_the_server_refuses_changes_nothing_and_the_prediction_runs_to_the_end(sim, client, store):
+    sim.configure(cancel_supported=False)
+    created = client.create(SCHNELL, {"prompt": "cannot be stopped"})
+    store.record(created)
+    before = store.get(created.id)
+    tracker = Tracker(client, store, allow_private_downloads=True, **FAST)
+
+    with pytest.raises(errors.CannotCancel):
+        tracker.cancel(created.id)
+
+    assert store.get(created.id) == before
+    with tracker:
+        assert settled(store, created.id).status == "succeeded"
+
+
+def test_a_cancel_answered_with_another_predictions_id_writes_nothing(store):
+    mine, theirs = "cancelmine0000000000000000", "canceltheirs00000000000000"
+    with HostileServer() as upstream, Client(upstream.url, KEY) as api:
+        upstream.route("POST", f"/replicate/v1/predictions/{mine}/cancel", answer(answered(theirs, "canceled")))
+        for pid_ in (mine, theirs):
+            store.record(Prediction.from_json(answered(pid_, "processing")))
+        tracker = Tracker(api, store, allow_private_downloads=True, **FAST)
+
+        with pytest.raises(errors.BadResponse):
+            tracker.cancel(mine)
+
+    assert [(store.get(p).status, store.get(p).tracking) for p in (mine, theirs)] == [("processing", "active")] * 2
+
+
+def test_a_cancel_uses_the_key_that_made_the_prediction_and_without_one_asks_nothing(database_url):
+    history = Store(database_url)
+    with Sim(key="a-visitors-own-key", start_delay=0.05, run_time=30.0) as strict:
+        personal = Client(strict.url, "a-visitors-own-key")
+        made, other = (personal.create(SCHNELL, {"prompt": f"my own key {n}"}) for n in range(2))
+        tracker = Tracker(None, history, allow_private_downloads=True, **FAST)  # no server key
+        tracker.track(made, client=personal)
+        history.record(other)  # made with a key this process no longer holds
+
+        assert tracker.cancel(made.id).status == "canceled"
+        with pytest.raises(errors.AuthError, match="own key"):
+            tracker.cancel(other.id)
+
+        cancels = api_requests(strict, "POST", "/cancel")
+        assert [r["path"].split("/")[-2] for r in cancels] == [made.id]
+        assert history.get(made.id).status == "canceled" and history.get(other.id).status == "starting"
+        personal.close()
+    history.close()
 
 
 # ---- several trackers on one database ------------------------------------------------------------

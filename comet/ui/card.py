@@ -26,6 +26,7 @@ from comet.prices import usd
 from comet.store import HistoryUnavailable, Record
 from comet.ui.context import Connection
 from comet.ui.safe import badge_label, plain
+from comet.ui.status import STATUS_STYLE, style
 
 HISTORY_PAGE = "pages/history.py"
 TICK_SECONDS = 1.0
@@ -33,17 +34,6 @@ TICK_SECONDS = 1.0
 # a tick, so ticks never pile up); LATE_WAIT: how long after the predicted end it still does.
 NEWS_WAIT = 0.8
 LATE_WAIT = 1.5
-
-# status -> (badge colour, icon)
-STATUS_STYLE = {
-    "starting": ("gray", ":material/hourglass_top:"),
-    "processing": ("blue", ":material/autorenew:"),
-    "succeeded": ("green", ":material/check_circle:"),
-    "failed": ("red", ":material/error:"),
-    "canceled": ("gray", ":material/cancel:"),
-    "aborted": ("orange", ":material/block:"),
-}
-
 
 UNKNOWN_STATUS_CHARS = 24  # an unknown status is the API's text: shown, but short
 MODEL_TITLE_CHARS = 64  # an unknown model is shown by its id, this long at most
@@ -55,7 +45,7 @@ TILE_BACKGROUND = (240, 242, 246)  # Streamlit's secondary background: the tile 
 
 
 def status_badge(status: str) -> None:
-    color, icon = STATUS_STYLE.get(status, ("violet", ":material/help:"))
+    color, icon = style(status)
     # A badge's label is markdown: an unknown status is upstream text, so it is made inert.
     label = status if status in STATUS_STYLE else badge_label(status, limit=UNKNOWN_STATUS_CHARS)
     st.badge(label, icon=icon, color=color)
@@ -237,7 +227,7 @@ def _progress(conn: Connection, record: Record, key: str) -> None:
     refused_key = f"{key}-cancel-refused"
     if st.button("Cancel", key=f"{key}-cancel", icon=":material/stop_circle:"):
         try:
-            conn.store.update(conn.client.cancel(record.id))
+            conn.cancel(record.id)
         except errors.CannotCancel:
             st.session_state[refused_key] = "This server cannot cancel predictions: it will run to the end."
         except errors.CometError as exc:
@@ -383,7 +373,7 @@ def _gallery_link(record: Record) -> None:
         label, icon = "Open", ":material/open_in_new:"
     else:
         label = plain(record.status.capitalize(), limit=GALLERY_STATUS_CHARS)
-        icon = STATUS_STYLE.get(record.status, (None, ":material/help:"))[1]
+        icon = style(record.status)[1]
     st.page_link(HISTORY_PAGE, label=label, icon=icon, query_params={"id": record.id},
                  help=f"Open in History: prediction {shown_id(record.id)}")
 

@@ -58,6 +58,11 @@ class Connection:
         self.track(prediction, creator=creator)
         return prediction
 
+    def cancel(self, prediction_id: str):
+        """Cancel with this connection's key; the tracker records the answer (pages never write
+        tracked predictions). Raises CannotCancel or another CometError, and then changes nothing."""
+        return self.tracker.cancel(prediction_id, client=self.client)
+
 
 def read_secrets() -> Mapping[str, object]:
     """Top-level secrets and the [prices] table, or {} when the app has no secrets file

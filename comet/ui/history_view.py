@@ -22,10 +22,11 @@ from streamlit.delta_generator import DeltaGenerator
 
 from comet import catalog, errors, export, images, snippets
 from comet.prediction import KNOWN_STATUSES, is_valid_id
-from comet.store import HistoryUnavailable, Record
+from comet.store import HistoryFilter, HistoryUnavailable, Record
 from comet.ui import card, form
 from comet.ui.context import Connection, current_user
 from comet.ui.safe import plain
+from comet.ui.status import TABLE_COLORS
 
 PAGE_SIZE = 50
 WATCH_SECONDS = 2.0
@@ -34,10 +35,6 @@ TABLE_KEY = "history.table"
 PAGE_KEY = "history.page"
 SHOWN_FILTERS_KEY = "history.shown_filters"
 CREATE_PAGE = "pages/create.py"
-# The table's status labels take the card's badge colours (card.STATUS_STYLE decides which status
-# gets which); a table column needs them as CSS colours. An unknown status stays plain.
-_BADGE_CSS = {"gray": "#8a8aa3", "blue": "#1c83e1", "green": "#21a354", "red": "#e0403a", "orange": "#e8833a"}
-STATUS_COLORS = {status: _BADGE_CSS[color] for status, (color, _icon) in card.STATUS_STYLE.items()}
 ROW_HEIGHT = 48
 # The detail view: parameters are listed with values this long at most (the JSON has them whole),
 # at most this many (an input from elsewhere may hold anything); input images as thumbnails this
@@ -63,13 +60,8 @@ class Filters:
     text: str = ""
     creator: str | None = None
 
-    def query(self) -> dict:
-        return {
-            "statuses": list(self.statuses) or None,
-            "models": list(self.models) or None,
-            "text": self.text.strip() or None,
-            "creator": self.creator,
-        }
+    def query(self) -> HistoryFilter:
+        return HistoryFilter(statuses=self.statuses, models=self.models, text=self.text, creator=self.creator)
 
 
 def filters(conn: Connection) -> Filters:
@@ -109,9 +101,9 @@ def table(conn: Connection, chosen: Filters, toolbar: DeltaGenerator) -> list[st
         # New filters start on their first page (page 3 of other results would skip the newest).
         st.session_state[SHOWN_FILTERS_KEY] = chosen
         st.session_state[PAGE_KEY] = 1
-    total = conn.store.count(**chosen.query())
+    total = conn.store.count(chosen.query())
     if total == 0:
-        empty = not any(chosen.query().values())
+        empty = chosen.query().matches_all
         st.info("No predictions yet. Make one on the Create page." if empty else "Nothing matches these filters.",
                 icon=":material/inbox:")
         return []
@@ -120,7 +112,7 @@ def table(conn: Connection, chosen: Filters, toolbar: DeltaGenerator) -> list[st
     if pages > 1:
         page_number = toolbar.number_input(f"Page (of {pages:,})", 1, pages, key=PAGE_KEY, width=150)
     toolbar.caption(f"{total:,} prediction{'s' if total != 1 else ''} · newest first · select a row to open it")
-    frame = conn.store.page(**chosen.query(), limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE)
+    frame = conn.store.page(chosen.query(), limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE)
     frame["model"] = frame["model"].map(card.model_title)
     frame["status"] = frame["status"].map(lambda status: [status])  # one coloured label per row
     frame["run_time"] = frame["run_time"].map(short_seconds)
@@ -149,7 +141,7 @@ def table(conn: Connection, chosen: Filters, toolbar: DeltaGenerator) -> list[st
         column_config={
             "thumbnail": st.column_config.ImageColumn("", width=ROW_HEIGHT),
             "status": st.column_config.MultiselectColumn(
-                "Status", width=92, options=list(STATUS_COLORS), color=list(STATUS_COLORS.values())),
+                "Status", width=92, options=list(TABLE_COLORS), color=list(TABLE_COLORS.values())),
             "id": st.column_config.TextColumn("Prediction id", width=210),
             "prompt": st.column_config.TextColumn("Prompt", width=92 if with_creator else 182),
             "model": st.column_config.TextColumn("Model", width=112),
@@ -216,7 +208,7 @@ def selection_changed(selected: list[str]) -> bool:
 
 def exports(conn: Connection, chosen: Filters, selected: list[str], row: DeltaGenerator) -> None:
     row.download_button(
-        "Export table as CSV", data=lambda: export.history_csv(conn.ledger.with_costs(conn.store.export_rows(**chosen.query()))),
+        "Export table as CSV", data=lambda: export.history_csv(conn.ledger.with_costs(conn.store.export_rows(chosen.query()))),
         file_name="comet-predictions.csv", mime="text/csv", icon=":material/table:", on_click="ignore",
     )
     row.download_button(

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from comet.catalog import Model
-from comet.images import ADVISED_MAX_BYTES, UPLOAD_TYPES, ImageProblem, InputImage, check_url, downscale, human_size, read_image
+from comet.catalog import DATA_URI_ADVICE, DATA_URI_MAX_BYTES, Model
+from comet.images import UPLOAD_TYPES, ImageProblem, InputImage, check_url, downscale, human_size, read_image
 from comet.ui.safe import plain
 
 SHRINK_KEY = "images.shrink"
@@ -25,7 +25,7 @@ def _prepared(name: str, data: bytes, shrink: bool) -> InputImage | str:
     """Checked (and maybe downscaled) once per upload, not on every rerun; a str is a problem."""
     try:
         image = read_image(name, data)
-        return downscale(image) if shrink and image.too_big else image
+        return downscale(image, DATA_URI_MAX_BYTES) if shrink and image.size > DATA_URI_MAX_BYTES else image
     except ImageProblem as exc:
         return str(exc)
 
@@ -57,7 +57,7 @@ def image_inputs(model: Model, disabled: bool = False) -> ImageChoice:
     with st.expander(f"Input images ({limit})", expanded=True, icon=":material/image:"):
         uploads = st.file_uploader(
             "Upload", type=list(UPLOAD_TYPES), accept_multiple_files=several, key=_upload_key(model),
-            help="JPEG, PNG, GIF or WEBP. Sent inline as data URIs; Replicate advises at most 256 KB each.",
+            help=f"JPEG, PNG, GIF or WEBP, sent inline as data URIs: {DATA_URI_ADVICE}.",
             disabled=disabled,
         )
         urls_text = st.text_area(
@@ -65,8 +65,8 @@ def image_inputs(model: Model, disabled: bool = False) -> ImageChoice:
             key=_urls_key(model), height=68 if several else 40, disabled=disabled,
             placeholder="https://example.com/photo.jpg" + ("  (one per line)" if several else ""),
         )
-        shrink = st.toggle("Downscale images above 256 KB before sending", value=True, key=SHRINK_KEY,
-                           disabled=disabled)
+        shrink = st.toggle(f"Downscale images above {human_size(DATA_URI_MAX_BYTES)} before sending", value=True,
+                           key=SHRINK_KEY, disabled=disabled)
         if disabled:
             st.caption("Not sent while the request is edited as JSON: put images in the JSON.")
             return choice
@@ -92,10 +92,10 @@ def _read_uploads(files, shrink: bool, choice: ImageChoice) -> list[InputImage]:
         if isinstance(prepared, str):
             choice.problems.append(prepared)
             continue
-        if prepared.too_big:
+        if prepared.size > DATA_URI_MAX_BYTES:
             st.warning(
-                f"{plain(prepared.name)} is {human_size(prepared.size)}: above the {human_size(ADVISED_MAX_BYTES)} "
-                "Replicate advises for inline images, so it may be refused. Turn on downscaling, or paste a URL instead.",
+                f"{plain(prepared.name)} is {human_size(prepared.size)}: {DATA_URI_ADVICE}. "
+                "Turn on downscaling, or paste an https:// URL instead.",
                 icon=":material/warning:",
             )
         images.append(prepared)
