@@ -38,11 +38,15 @@ class Settings:
     data_dir: Path = APP_DIR / "data"
     database_url: str | None = field(default=None, repr=False)  # may hold a password
     media_url: str = ""  # COMET_MEDIA_URL: where output images go (comet.media)
+    s3: media.S3Location | None = None  # the bucket and its credentials, when media_url is s3://
     media_retention_days: float | None = None  # COMET_MEDIA_RETENTION_DAYS: full images kept this long
     # Spending: USD per image overrides by model id, and the limits (None: no limit).
     prices: Mapping[str, float] = field(default_factory=dict, hash=False)
     spend_limit_monthly: float | None = None
     spend_limit_daily_per_person: float | None = None
+    # Batches (comet.batch): creates in flight for the whole app, and predictions per batch.
+    batch_concurrency: int = 4
+    batch_max: int = 200
 
     @property
     def demo(self) -> bool:
@@ -84,15 +88,19 @@ class Settings:
             raise ValueError(f"Prices are not usable: {exc}") from None
         media_url = read("COMET_MEDIA_URL")
         try:
-            media.from_setting(media_url, data_dir=data_dir, database_url=read("COMET_DATABASE_URL") or None)
+            chosen = media.from_setting(media_url, data_dir=data_dir,
+                                        database_url=read("COMET_DATABASE_URL") or None, read=read)
         except ValueError as exc:
             raise ValueError(str(exc)) from None
         return cls(
             media_url=media_url,
+            s3=chosen if isinstance(chosen, media.S3Location) else None,
             media_retention_days=_limit("COMET_MEDIA_RETENTION_DAYS", read("COMET_MEDIA_RETENTION_DAYS"), "days"),
             prices=overrides,
             spend_limit_monthly=_limit("SPEND_LIMIT_MONTHLY", read("SPEND_LIMIT_MONTHLY")),
             spend_limit_daily_per_person=_limit("SPEND_LIMIT_DAILY_PER_PERSON", read("SPEND_LIMIT_DAILY_PER_PERSON")),
+            batch_concurrency=_whole("COMET_BATCH_CONCURRENCY", read("COMET_BATCH_CONCURRENCY"), 4, 1, 32),
+            batch_max=_whole("COMET_BATCH_MAX", read("COMET_BATCH_MAX"), 200, 1, 5000),
             api_key=read("COMETAPI_KEY"),
             base_url=base_url,
             data_dir=data_dir,
@@ -110,4 +118,17 @@ def _limit(name: str, text: str, unit: str = "USD") -> float | None:
         value = math.nan
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a number of {unit} above 0, e.g. 25 (got {text!r}).")
+    return value
+
+
+def _whole(name: str, text: str, default: int, low: int, high: int) -> int:
+    """A whole number from `low` to `high`: blank is the default."""
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, e.g. {default} (got {text!r}).")
     return value

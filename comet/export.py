@@ -16,6 +16,7 @@ import zipfile
 
 import pandas as pd
 
+from .media import MediaUnavailable
 from .prediction import is_valid_id
 from .store import Record, Store
 
@@ -138,10 +139,12 @@ def outputs_zip(store: Store, prediction_id: str) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # images are compressed already
         record = store.get(prediction_id)
+        missing: list[str] = []
         for output in record.outputs if record else []:
-            stored = store.output_bytes(record.id, output.idx)
+            stored = _readable(store, record.id, output.idx, missing)
             if stored:
                 archive.writestr(output_file_name(record.prompt, record.id, output.idx, stored[0]), stored[1])
+        _note_missing(archive, missing)
     return buffer.getvalue()
 
 
@@ -149,6 +152,7 @@ def images_zip(store: Store, prediction_ids: list[str]) -> bytes:
     """The stored images of these predictions, plus each one's input as JSON, one folder each."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # images are compressed already
+        missing: list[str] = []
         for prediction_id in prediction_ids:
             record = store.get(prediction_id)
             if record is None:
@@ -156,7 +160,26 @@ def images_zip(store: Store, prediction_ids: list[str]) -> bytes:
             folder = folder_name(record.id)
             archive.writestr(f"{folder}/input.json", input_json(record))
             for output in record.outputs:
-                stored = store.output_bytes(record.id, output.idx)
+                stored = _readable(store, record.id, output.idx, missing)
                 if stored:
                     archive.writestr(zip_member(record.id, output.idx, stored[0]), stored[1])
+        _note_missing(archive, missing)
     return buffer.getvalue()
+
+
+MISSING_NOTE = "MISSING.txt"
+
+
+def _readable(store: Store, prediction_id: str, idx: int, missing: list[str]) -> tuple[str, bytes] | None:
+    """An image for a ZIP; one the media store cannot give right now is listed, not fatal."""
+    try:
+        return store.output_bytes(prediction_id, idx)
+    except MediaUnavailable as exc:
+        missing.append(f"{prediction_id} image {idx + 1}: {exc}")
+        return None
+
+
+def _note_missing(archive: zipfile.ZipFile, missing: list[str]) -> None:
+    if missing:
+        archive.writestr(MISSING_NOTE, "These images could not be read from the media store just now "
+                         "(they are kept; download again later):\n" + "\n".join(missing) + "\n")

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from ..config import Settings
 from ..images import THUMBNAIL_SIDE, THUMBNAIL_TYPE, make_thumbnail
-from ..media import FileMedia, from_setting
+from ..media import MediaError, MediaStore, S3Location, from_setting
 from .db import RETRY_DELAYS, Database, HistoryError, HistoryUnavailable, database_url
 from .leases import DEFAULT_LEASE, Leases
 from .media import MOVE_BATCH, MediaMoves
@@ -46,17 +46,25 @@ class Store(Records, Leases, Queries, MediaMoves, Scrub, Database):
     transactions. Transient database errors are retried (RETRY_DELAYS), then raise
     HistoryUnavailable."""
 
-    def __init__(self, url: str | sa.URL, *, media: FileMedia | None = None,
+    def __init__(self, url: str | sa.URL, *, media: MediaStore | None = None,
                  retry_delays: tuple[float, ...] = RETRY_DELAYS) -> None:
         """`media`: where new output images go (None: inside the database, as before)."""
         self.media = media
         super().__init__(url, retry_delays=retry_delays)
 
     @classmethod
-    def for_settings(cls, settings: Settings) -> Store:
+    def for_settings(cls, settings: Settings, *, media: MediaStore | None | str = "configured") -> Store:
         """The configured database, else an SQLite file in the data folder (a separate one in
-        demo mode, so demo predictions never mix with real ones)."""
-        media = from_setting(settings.media_url, data_dir=settings.data_dir, database_url=settings.database_url)
+        demo mode, so demo predictions never mix with real ones). `media`: the media store to use;
+        by default the configured folder or the database. An S3 bucket is opened by the caller
+        (comet.objectstore.open_media: it speaks HTTP, which this layer never imports)."""
+        if media == "configured":
+            chosen = settings.s3 or from_setting(settings.media_url, data_dir=settings.data_dir,
+                                                 database_url=settings.database_url)
+            if isinstance(chosen, S3Location):
+                raise MediaError("COMET_MEDIA_URL is an s3:// bucket: open it with comet.objectstore.open_media "
+                                 "and pass it as media=")
+            media = chosen
         if settings.database_url:
             return cls(settings.database_url, media=media)
         settings.data_dir.mkdir(parents=True, exist_ok=True)

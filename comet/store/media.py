@@ -12,7 +12,7 @@ import time
 
 import sqlalchemy as sa
 
-from ..media import FileMedia
+from ..media import MediaStore
 from .db import Database
 from .schema import outputs, predictions
 
@@ -21,7 +21,7 @@ _log = logging.getLogger(__name__)
 
 
 class MediaMoves(Database):
-    media: FileMedia | None  # where images go (None: they stay inside the database)
+    media: MediaStore | None  # where images go (None: they stay inside the database)
 
     def move_media(self, limit: int | None = None) -> int:
         """Move images still inside the database to the media store, MOVE_BATCH per transaction;

@@ -8,6 +8,7 @@ Nothing here ever sees the API key: the stored input is the model input only.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from ..images import THUMBNAIL_TYPE, make_thumbnail
-from ..media import FileMedia, StoredFile, source_label
+from ..media import MediaStore, MediaUnavailable, StoredFile, source_label
 from ..prediction import STARTING, SUCCEEDED, TERMINAL, Prediction, progress_from_logs
 from . import values as v
 from .db import Database
@@ -28,6 +29,7 @@ from .schema import (ACTIVE, CREATOR_CHARS, DONE, GAVE_UP, LOGS_TAIL_CHARS, MODE
 # between reads), plainly "no date" to a reader, and old enough that the tracker gives up on it
 # rather than polling a prediction that looks newly made on every read (as "now" would).
 UNKNOWN_TIME = datetime.fromtimestamp(0, timezone.utc)
+_log = logging.getLogger("comet.store")
 _TIME_COLUMNS = ("created_at", "started_at", "completed_at", "recorded_at", "updated_at",
                  "last_polled_at", "next_poll_at", "lease_until")
 
@@ -83,7 +85,7 @@ class Record:
 class Records(Database):
     """Recording predictions as the API describes them, and reading one back."""
 
-    media: FileMedia | None  # where new output images go (None: inside the database)
+    media: MediaStore | None  # where new output images go (None: inside the database)
 
     def record(self, prediction: Prediction, *, creator: str | None = None) -> None:
         """Remember a prediction the moment its id is known. A known id is updated instead, and
@@ -212,7 +214,8 @@ class Records(Database):
 
     def output_bytes(self, prediction_id: str, idx: int) -> tuple[str, bytes] | None:
         """The stored image, from the database or the media store; None if it is not there (a
-        media file that was deleted, or a store configured without the folder it went to)."""
+        media file that was deleted, or a store configured without the folder it went to).
+        MediaUnavailable when the media store cannot be read just now."""
         o = outputs.c
         row = self._output_row(prediction_id, idx, o.content_type, o.data, o.media_key, o.pruned_at)
         if row is None or row.pruned_at is not None:
@@ -227,16 +230,22 @@ class Records(Database):
         return (THUMBNAIL_TYPE, row.thumbnail) if row and row.thumbnail else None
 
     def _placed(self, data: bytes, content_type: str) -> dict[str, Any]:
-        """The columns that keep an image: its bytes, or its media key (and no bytes)."""
+        """The columns that keep an image: its bytes, or its media key (and no bytes). When the
+        media store cannot take it just now (a full disk, a bucket that does not answer), the
+        image is kept in the database instead, never dropped; move_media takes it out later."""
         if self.media is None:
             return {"data": data, "media_key": None}
-        return {"data": b"", "media_key": self.media.put(data, content_type)}
+        try:
+            return {"data": b"", "media_key": self.media.put(data, content_type)}
+        except MediaUnavailable as exc:
+            _log.warning("image kept in the database for now: %s", exc)
+            return {"data": data, "media_key": None}
 
     def _change(
         self, prediction_id: str, values: dict[str, Any], owner: str | None, keep_lease: bool = False
     ) -> bool:
         """Update one prediction; with `owner`, only while that owner holds its lease and it is
-        still tracked (a cancel from the page may have ended it meanwhile), releasing the lease
+        still tracked (a cancel through the tracker may have ended it meanwhile), releasing the lease
         in the same statement unless `keep_lease`. Returns whether a row was changed."""
         p = predictions.c
         query = sa.update(predictions).where(p.id == prediction_id)

@@ -23,6 +23,7 @@ from PIL import Image, ImageOps
 from comet import catalog, errors, export, images
 from comet.prediction import is_valid_id, seed_of
 from comet.prices import usd
+from comet.media import MediaUnavailable
 from comet.store import HistoryUnavailable, Record
 from comet.ui.context import Connection
 from comet.ui.safe import badge_label, plain
@@ -284,7 +285,15 @@ def _images(conn: Connection, record: Record, key: str) -> None:
         return
     columns = st.columns(min(len(record.outputs), 2))
     for n, output in enumerate(record.outputs):
-        stored = conn.store.output_bytes(record.id, output.idx)
+        try:
+            stored = conn.store.output_bytes(record.id, output.idx)
+        except MediaUnavailable as exc:  # the bucket or folder, not the image: it is still there
+            with columns[n % len(columns)]:
+                if thumbnail := conn.store.thumbnail(record.id, output.idx):
+                    st.image(thumbnail[1])
+                st.warning(f"The full image cannot be loaded right now: {plain(str(exc))}. "
+                           "It is kept; try again in a moment.", icon=":material/cloud_off:")
+            continue
         if stored is None:
             if output.pruned_at is not None:  # retention removed the full image: the thumbnail stays
                 with columns[n % len(columns)]:
@@ -382,7 +391,7 @@ def _gallery_tile(conn: Connection, record: Record) -> bytes:
     if record.outputs:
         try:
             return _tile(conn.store, record.id, record.outputs[0].idx) or _blank_tile()
-        except LookupError:  # not stored after all: no tile this run, and none cached
+        except (LookupError, MediaUnavailable):  # not readable now: no tile this run, none cached
             pass
     return _blank_tile()
 

@@ -16,10 +16,11 @@ from urllib.parse import urlsplit
 
 import streamlit as st
 
-from comet import prices
+from comet import objectstore, prices
 from comet.client import Client
 from comet.config import Settings
 from comet.ledger import Ledger, Limits
+from comet.media import MediaUnavailable
 from comet.sim import Sim
 from comet.store import Store
 from comet.tracker import Tracker
@@ -139,7 +140,12 @@ def _personal_connection(config: Settings, personal_key: str) -> Connection:
 
 
 def _store_id(config: Settings) -> str:
-    return _fingerprint(str(config.data_dir), str(config.demo), config.database_url or "")
+    """Which store these settings mean: the database and where its images go (a new bucket, or
+    rotated bucket credentials, take effect without a restart; only a hash is kept)."""
+    s3 = config.s3
+    bucket = "" if s3 is None else "\n".join([str(s3), s3.endpoint, s3.region, s3.access_key_id,
+                                               s3.secret_access_key, s3.session_token or ""])
+    return _fingerprint(str(config.data_dir), str(config.demo), config.database_url or "", config.media_url, bucket)
 
 
 def current_user() -> str | None:
@@ -174,7 +180,7 @@ def _client(base_url: str, fingerprint: str, *, _key: str) -> Client:
 
 @st.cache_resource(show_spinner=False, on_release=Store.close)
 def _store(store_id: str, *, _settings: Settings) -> Store:
-    store = Store.for_settings(_settings)
+    store = Store.for_settings(_settings, media=objectstore.media_for(_settings))
     # Images an older release kept inside the database move to the media store, on a thread of
     # their own (resumable: a restart carries on where this one stopped).
     threading.Thread(target=_look_after_media, args=(store, _settings.media_retention_days),
@@ -186,18 +192,24 @@ def _store(store_id: str, *, _settings: Settings) -> Store:
 
 
 def _look_after_media(store: Store, retention_days: float | None) -> None:
-    """Move older images out of the database, then (with COMET_MEDIA_RETENTION_DAYS) prune full
-    images past their time, once an hour while the store is open."""
+    """Move images out of the database (an older release's, or ones kept there while the media
+    store was unavailable), then (with COMET_MEDIA_RETENTION_DAYS) prune full images past their
+    time; once an hour while the store is open."""
     log = logging.getLogger("comet.store")
-    try:
-        store.move_media()
-    except Exception:  # the next start carries on; every image stays readable meanwhile
-        log.warning("could not move stored images yet", exc_info=True)
-    while retention_days is not None and not store.closed:
+    while not store.closed:
         try:
-            store.prune_media(before=time.time() - retention_days * 86400)
+            if store.media is not None:
+                store.media.check()  # a refused or missing bucket is named in the log at start
+            store.move_media()
+        except MediaUnavailable as exc:  # every image stays readable from the database meanwhile
+            log.warning("could not move stored images yet: %s", exc)
         except Exception:
-            log.warning("could not prune old images yet", exc_info=True)
+            log.warning("could not move stored images yet", exc_info=True)
+        if retention_days is not None:
+            try:
+                store.prune_media(before=time.time() - retention_days * 86400)
+            except Exception:
+                log.warning("could not prune old images yet", exc_info=True)
         store.wait_closed(RETENTION_EVERY)
 
 
