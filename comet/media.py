@@ -149,7 +149,7 @@ class S3Location:
 
     bucket: str
     prefix: str  # "" or ends with "/"
-    endpoint: str  # scheme://host[:port], no path
+    endpoint: str  # scheme://host[:port] and perhaps a path (Supabase's /storage/v1/s3)
     region: str
     access_key_id: str = field(repr=False)
     secret_access_key: str = field(repr=False)
@@ -166,6 +166,7 @@ class S3Location:
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _PREFIX_RE = re.compile(r"([A-Za-z0-9!_.*'()-]+/)*")
 _REGION_RE = re.compile(r"[a-z0-9-]{1,32}")
+_ENDPOINT_PATH_RE = re.compile(r"(/[A-Za-z0-9_.~-]+)*")  # plain segments: no "..", no encoding
 S3_NAMES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
             "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
@@ -197,11 +198,15 @@ def parse_s3(value: str, read: Callable[[str], str]) -> S3Location:
             point.port  # noqa: B018 - raises on a malformed port
         except ValueError:
             point = point._replace(netloc="")
+        path = point.path.rstrip("/")
         if point.scheme not in ("https", "http") or not point.hostname or point.username or point.password \
-                or point.path.strip("/") or point.query or point.fragment:
+                or point.query or point.fragment or not _ENDPOINT_PATH_RE.fullmatch(path) \
+                or any(part in (".", "..") for part in path.split("/")):
             raise MediaError("AWS_ENDPOINT_URL_S3 must be the service's address, e.g. "
-                             "https://<account>.r2.cloudflarestorage.com (no path, no credentials).")
-        endpoint, path_style = f"{point.scheme}://{point.netloc.lower()}", True
+                             "https://<account>.r2.cloudflarestorage.com or "
+                             "https://<project>.supabase.co/storage/v1/s3 (no credentials, no query).")
+        # Path-style: a custom endpoint may not have a host name per bucket (Supabase has a path).
+        endpoint, path_style = f"{point.scheme}://{point.netloc.lower()}{path}", True
     else:
         # AWS itself: the bucket in the host name, unless a dotted name would break its certificate.
         endpoint, path_style = f"https://s3.{region}.amazonaws.com", "." in bucket

@@ -150,7 +150,7 @@ class S3Media:
         host = parts.netloc
         object_path = "/" + quote(where.prefix + key, safe="/-_.~") if key else "/"
         if where.path_style:
-            path = f"/{where.bucket}" + (object_path if key else "")
+            path = f"{parts.path}/{where.bucket}" + (object_path if key else "")
         else:
             host, path = f"{where.bucket}.{host}", object_path
         return f"{parts.scheme}://{host}{path}", host, path

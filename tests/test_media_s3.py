@@ -130,6 +130,10 @@ def test_the_setting_reads_the_bucket_prefix_endpoint_and_credentials():
     assert "secret-value" not in repr(location) and "secret-value" not in str(location)
     aws = parse_s3("s3://comet-media", lambda name: {"AWS_ACCESS_KEY_ID": "A", "AWS_SECRET_ACCESS_KEY": "B"}.get(name, ""))
     assert (aws.endpoint, aws.path_style, aws.prefix) == ("https://s3.us-east-1.amazonaws.com", False, "")
+    supabase = parse_s3("s3://comet-media", lambda name: {
+        "AWS_ACCESS_KEY_ID": "A", "AWS_SECRET_ACCESS_KEY": "B",
+        "AWS_ENDPOINT_URL_S3": "https://abcd.supabase.co/storage/v1/s3/"}.get(name, ""))
+    assert (supabase.endpoint, supabase.path_style) == ("https://abcd.supabase.co/storage/v1/s3", True)
     chosen = from_setting("s3://comet-media/x", data_dir=None, database_url=None, read=lambda name: read(name) or "")
     assert isinstance(chosen, S3Location) and isinstance(open_media(chosen), S3Media)
 
@@ -141,7 +145,8 @@ def test_the_setting_reads_the_bucket_prefix_endpoint_and_credentials():
     ("s3://ok-bucket/x?versionId=1", {}, "valid bucket name"),
     ("s3://ok-bucket/x", {"AWS_ACCESS_KEY_ID": ""}, "AWS_SECRET_ACCESS_KEY must be set"),
     ("s3://ok-bucket/x", {"AWS_ENDPOINT_URL_S3": "https://user:pw@minio.example"}, "no credentials"),
-    ("s3://ok-bucket/x", {"AWS_ENDPOINT_URL_S3": "https://minio.example/bucket"}, "no path"),
+    ("s3://ok-bucket/x", {"AWS_ENDPOINT_URL_S3": "https://minio.example/a/../b"}, "service's address"),
+    ("s3://ok-bucket/x", {"AWS_ENDPOINT_URL_S3": "https://minio.example/?x=1"}, "no query"),
     ("s3://ok-bucket/x", {"AWS_ENDPOINT_URL_S3": "ftp://minio.example"}, "service's address"),
     ("s3://ok-bucket/x", {"AWS_REGION": "us east"}, "region name"),
 ])
