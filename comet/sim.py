@@ -297,16 +297,20 @@ class Sim:
     """The stand-in server. ``start()`` serves in a daemon thread; ``stop()`` ends it.
 
     ``run_time``, ``start_delay`` and ``output_style`` are read when a prediction is created
-    (a running prediction keeps its schedule); ``expire``, ``cancel_supported`` and ``key`` are
-    read on every request.
+    (a running prediction keeps its schedule); ``expire``, ``cancel_supported``, ``key`` and
+    ``create_delay`` (how long every create takes to answer, as a real one takes seconds) are
+    read on every request. ``create_stats()`` counts the creates being answered at once, for
+    tests and benchmarks of bounded concurrency (measured here, at the server).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, key: str | None = None,
                  expire: float = 3600.0, start_delay: float = 0.5, run_time: float = 3.0,
                  cancel_supported: bool = True, output_style: str = "model",
-                 state_file: str | os.PathLike | None = None) -> None:
+                 state_file: str | os.PathLike | None = None, create_delay: float = 0.0) -> None:
         self.host, self.port, self.key = host, port, key
         self.expire, self.start_delay, self.run_time = expire, start_delay, run_time
+        self.create_delay = create_delay
+        self._creating = self._creating_peak = 0  # creates being answered now, and the most at once
         self.cancel_supported, self.output_style = cancel_supported, output_style
         self.state_file = state_file
         self._lock = threading.Lock()
@@ -365,10 +369,10 @@ class Sim:
             self._faults.clear()
 
     def configure(self, **settings: object) -> None:
-        """Validated runtime change of run_time, start_delay, expire, output_style,
-        cancel_supported (what ``POST /_sim/config`` calls)."""
+        """Validated runtime change of run_time, start_delay, expire, create_delay,
+        output_style, cancel_supported (what ``POST /_sim/config`` calls)."""
         for name, value in settings.items():
-            if name in ("run_time", "start_delay", "expire"):
+            if name in ("run_time", "start_delay", "expire", "create_delay"):
                 ok = _is_number(value) and value >= 0
             elif name == "output_style":
                 ok = value in OUTPUT_STYLES
@@ -380,6 +384,15 @@ class Sim:
                 raise ValueError(f"invalid value for {name}: {value!r}")
         for name, value in settings.items():
             setattr(self, name, value)
+
+    def create_stats(self, reset: bool = False) -> dict[str, int]:
+        """{"in_flight": creates being answered now, "peak": the most at once since the start
+        or the last reset} (``GET /_sim/stats``; ``reset`` starts the peak again from now)."""
+        with self._lock:
+            stats = {"in_flight": self._creating, "peak": self._creating_peak}
+            if reset:
+                self._creating_peak = self._creating
+            return stats
 
     @property
     def requests(self) -> list[dict]:
@@ -417,6 +430,21 @@ class Sim:
             self._requests.append({"method": method, "path": path, "query": query,
                                    "headers": headers, "json": _parse_json(body),
                                    "time": time.time()})
+        if route != "create":
+            return self._answer(route, args, headers, body, rid)
+        with self._lock:
+            self._creating += 1
+            self._creating_peak = max(self._creating_peak, self._creating)
+        try:
+            if self.create_delay:
+                self._stopping.wait(self.create_delay)
+            return self._answer(route, args, headers, body, rid)
+        finally:
+            with self._lock:
+                self._creating -= 1
+
+    def _answer(self, route: str, args: tuple[str, ...], headers: dict[str, str], body: bytes,
+                rid: str) -> _Reply | None:
         fault = self._take_fault(route)
         if fault and not fault.served:
             reply = self._fault_reply(fault, rid)
@@ -720,6 +748,8 @@ class Sim:
                 return _json_reply(200, self.requests)
             elif (method, path) == ("DELETE", "/_sim/requests"):
                 self.clear_requests()
+            elif (method, path) == ("GET", "/_sim/stats"):
+                return _json_reply(200, self.create_stats())
             elif (method, path) == ("POST", "/_sim/config"):
                 self.configure(**_control_json(body))
             else:
@@ -845,6 +875,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: %(default)s)")
     parser.add_argument("--run-time", type=float, default=3.0, metavar="SECONDS",
                         help="time a prediction stays 'processing' before it ends (default: %(default)s)")
+    parser.add_argument("--create-delay", type=float, default=0.0, metavar="SECONDS",
+                        help="time every create takes to answer (default: %(default)s); GET /_sim/stats "
+                        "tells the most creates answered at once")
     parser.add_argument("--no-cancel", action="store_true",
                         help="answer cancel like an unknown path (HTML 301), as servers without it do")
     parser.add_argument("--output-style", choices=OUTPUT_STYLES, default="model",
@@ -859,7 +892,7 @@ def main(argv: list[str] | None = None) -> int:
     sim = Sim(host=args.host, port=args.port, key=args.key, expire=args.expire,
               start_delay=args.start_delay, run_time=args.run_time,
               cancel_supported=not args.no_cancel, output_style=args.output_style,
-              state_file=args.state)
+              state_file=args.state, create_delay=args.create_delay)
     for fault in args.fault:
         try:
             sim.add_fault(**fault)
