@@ -256,3 +256,54 @@ def test_a_zip_lists_the_images_the_bucket_could_not_give(s3, database_url):
         assert not any(name.endswith(".png") for name in archive.namelist())
     finally:
         refusing.close()
+
+
+def test_a_bucket_that_trickles_its_answer_is_cut_off_at_the_deadline(s3):
+    import socket
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    stop = threading.Event()
+
+    def trickle():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                for _ in range(60):
+                    if stop.is_set():
+                        break
+                    try:
+                        conn.sendall(b"x")
+                    except OSError:
+                        break
+                    time.sleep(0.2)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    try:
+        port = listener.getsockname()[1]
+        settings = s3.settings("slow/", AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{port}")
+        slow = S3Media(parse_s3(settings["COMET_MEDIA_URL"], lambda name: settings.get(name, "")),
+                       call_seconds=1.0, retry_delays=())
+        started = time.monotonic()
+        with pytest.raises(MediaUnavailable, match="did not answer"):
+            slow.get("0" * 64 + ".png")
+        assert time.monotonic() - started < 5  # the deadline, not the 12 s the body would take
+    finally:
+        stop.set()
+        listener.close()
+
+
+def test_an_object_larger_than_the_cap_is_refused_not_read(s3):
+    roomy = bucket(s3, "cap/")
+    key = roomy.put(png(), "image/png")
+    assert roomy.get(key) == png()  # the good case: under the cap
+    capped = S3Media(roomy.location, max_bytes=len(png()) - 1)
+    with pytest.raises(MediaUnavailable, match="larger than allowed"):
+        capped.get(key)
