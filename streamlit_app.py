@@ -24,6 +24,7 @@ if __name__ == "__main__":  # a page view (`streamlit run`, AppTest)
         [
             st.Page(PAGES / "create.py", title="Create", icon=":material/brush:", default=True),
             st.Page(PAGES / "history.py", title="History", icon=":material/history:", url_path="history"),
+            st.Page(PAGES / "batch.py", title="Batch", icon=":material/grid_view:", url_path="batch"),
             st.Page(PAGES / "usage.py", title="Usage", icon=":material/monitoring:", url_path="usage"),
         ],
         position="sidebar" if signed_in() else "hidden",

@@ -183,3 +183,40 @@ def _note_missing(archive: zipfile.ZipFile, missing: list[str]) -> None:
     if missing:
         archive.writestr(MISSING_NOTE, "These images could not be read from the media store just now "
                          "(they are kept; download again later):\n" + "\n".join(missing) + "\n")
+
+
+BATCH_CELLS_CSV = "cells.csv"
+
+
+def batch_zip(store: Store, cells: list) -> bytes:
+    """A batch's stored images (one folder per prediction, as images_zip) and cells.csv: each
+    cell's place in the sheet, its state, its prediction, and exactly the input it sent (so any
+    cell can be made again). `cells`: comet.batch.Cell, in order."""
+    buffer = io.BytesIO()
+    rows = []
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # images are compressed already
+        missing: list[str] = []
+        for cell in cells:
+            stored_names: list[str] = []
+            record = store.get(cell.prediction_id) if cell.prediction_id else None
+            for output in record.outputs if record else []:
+                stored = _readable(store, record.id, output.idx, missing)
+                if stored:
+                    name = zip_member(record.id, output.idx, stored[0])
+                    archive.writestr(name, stored[1])
+                    stored_names.append(name)
+            rows.append({
+                "row": cell.row, "column": cell.col, "row_label": cell.row_label, "column_label": cell.col_label,
+                "model": cell.model, "seed": "" if cell.seed is None else cell.seed,
+                "sweep": json.dumps(cell.sweep, ensure_ascii=False),
+                "state": cell.state, "prediction_id": cell.prediction_id or "",
+                "status": record.status if record else (cell.prediction_status or ""),
+                "error": cell.error or (record.error if record and record.error else ""),
+                "stored_outputs": json.dumps(stored_names),
+                "input": json.dumps(cell.input, ensure_ascii=False),
+            })
+        columns = ["row", "column", "row_label", "column_label", "model", "seed", "sweep", "state",
+                   "prediction_id", "status", "error", "stored_outputs", "input"]
+        archive.writestr(BATCH_CELLS_CSV, spreadsheet_csv(pd.DataFrame(rows, columns=columns)))
+        _note_missing(archive, missing)
+    return buffer.getvalue()

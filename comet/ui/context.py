@@ -5,6 +5,7 @@ The key is hashed into cache keys (a changed key builds a new client), never sto
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 import streamlit as st
 
 from comet import objectstore, prices
+from comet.batch import Batches, BatchRunner
 from comet.client import Client
 from comet.config import Settings
 from comet.ledger import Ledger, Limits
@@ -43,6 +45,10 @@ class Connection:
     limits: Limits
     price_rules: Mapping[str, prices.Rule]
     personal: bool = False  # the visitor's own key, for this tab only
+    batches: Batches | None = None  # stored batches (readable with any key)
+    # The process's one batch sender (the server's key): None with a personal key, which cannot
+    # run batches (the runner sends with the server key, not the visitor's).
+    batch_runner: BatchRunner | None = None
 
     def estimate(self, model_id: str, model_input: Mapping) -> prices.Estimate | None:
         return prices.estimate(model_id, model_input, self.price_rules)
@@ -105,8 +111,14 @@ def shared_connection(config: Settings) -> Connection:
     client = _client(base_url, fingerprint, _key=key)
     store = _store(store_id, _settings=config)
     tracker = _tracker(fingerprint, store_id, base_url, _client=client, _store=store)
+    spending = _spending(config, store_id, store)
+    batches = _batches(store_id, _store=store)
+    runner = _batch_runner(fingerprint, store_id, _fingerprint(repr(sorted(config.prices.items()))),
+                           repr(spending["limits"]), config.batch_concurrency, _batches=batches, _client=client,
+                           _tracker=tracker, _ledger=spending["ledger"], _limits=spending["limits"],
+                           _rules=spending["price_rules"])
     return Connection(client=client, store=store, tracker=tracker, demo=config.demo, label=label,
-                      **_spending(config, store_id, store))
+                      batches=batches, batch_runner=runner, **spending)
 
 
 def _spending(config: Settings, store_id: str, store: Store) -> dict:
@@ -136,7 +148,8 @@ def _personal_connection(config: Settings, personal_key: str) -> Connection:
         st.session_state[SESSION_CLIENT_KEY] = held
         _scrub_once(store_id, fingerprint, _store=store, _key=personal_key)
     return Connection(client=held[1], store=store, tracker=tracker, demo=False,
-                      label=f"{config.base_host} · your key", personal=True, **_spending(config, store_id, store))
+                      label=f"{config.base_host} · your key", personal=True,
+                      batches=_batches(store_id, _store=store), **_spending(config, store_id, store))
 
 
 def _store_id(config: Settings) -> str:
@@ -243,6 +256,22 @@ def _tracker(fingerprint: str, store_id: str, base_url: str, *, _client: Client 
     # The one poller of this process. Output downloads may reach loopback only when the API
     # itself is local (the stand-in serves its own files).
     return Tracker(_client, _store, allow_private_downloads=_is_local(base_url)).start()
+
+
+@st.cache_resource(show_spinner=False)
+def _batches(store_id: str, *, _store: Store) -> Batches:
+    return Batches(_store)  # creates the batch tables once per store
+
+
+@st.cache_resource(show_spinner=False, on_release=BatchRunner.stop)
+def _batch_runner(fingerprint: str, store_id: str, prices_id: str, limits_id: str, concurrency: int, *,
+                  _batches: Batches, _client: Client, _tracker: Tracker, _ledger: Ledger, _limits: Limits,
+                  _rules: Mapping[str, prices.Rule]) -> BatchRunner:
+    # The one sender of batch cells in this process, with the server's key: built with the shared
+    # connection (so the lifespan starts it and an interrupted batch resumes at server start).
+    return BatchRunner(_batches, create=_client.create, track=_tracker.track, cancel=_tracker.cancel,
+                       ledger=_ledger, limits=_limits, estimate=functools.partial(prices.estimate, price_rules=_rules),
+                       concurrency=concurrency).start()
 
 
 @st.cache_resource(show_spinner=False, on_release=Sim.stop)
