@@ -33,8 +33,18 @@ import tempfile
 from pathlib import Path
 
 import _util
-from _history_data import (DB_NAME, PAGE_SIZE, SESSIONS, STORE_RUNS, fill_in_child, open_session,
-                           page_timings, run_child, sqlite_url, store_timings)
+from _history_data import (
+    DB_NAME,
+    PAGE_SIZE,
+    SESSIONS,
+    STORE_RUNS,
+    fill_in_child,
+    open_session,
+    page_timings,
+    run_child,
+    sqlite_url,
+    store_timings,
+)
 from _util import kib, mib, ms, table
 
 # ---- measuring (one process per size) ---------------------------------------------------------

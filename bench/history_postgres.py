@@ -39,8 +39,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import _util
-from _history_data import (PAGE_SIZE, SESSIONS, STORE_RUNS, fill_in_child, page_timings, run_child,
-                           sqlite_url, store_timings)
+from _history_data import PAGE_SIZE, SESSIONS, STORE_RUNS, fill_in_child, page_timings, run_child, sqlite_url, store_timings
 from _util import mib, ms, table
 
 # ---- the PostgreSQL server --------------------------------------------------------------------
@@ -155,7 +154,7 @@ def main() -> None:
         with contextlib.ExitStack() as stack:
             server = args.postgres_url or stack.enter_context(throwaway_cluster())
             postgres = stack.enter_context(scratch_database(server))
-            from sqlalchemy import text, create_engine
+            from sqlalchemy import create_engine, text
 
             engine = create_engine(postgres)
             with engine.connect() as conn:

@@ -16,6 +16,7 @@ latency, and the upstream status GETs per prediction (the tracker's polls, from 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,10 +24,8 @@ from pathlib import Path
 import _util
 from _util import table
 
-import sys
-
 sys.path.insert(0, str(_util.REPO / "tests"))
-from apphost import AppServer, launch_chromium, wait_until_idle
+from support.apphost import AppServer, launch_chromium, wait_until_idle
 
 KEY = "sk-bench-0123456789abcdefghij"
 

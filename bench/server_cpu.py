@@ -44,7 +44,7 @@ import _util
 from _util import table
 
 sys.path.insert(0, str(_util.REPO / "tests"))
-from apphost import AppServer, generate_in_each, launch_chromium
+from support.apphost import AppServer, generate_in_each, launch_chromium
 
 KEY = "sk-bench-0123456789abcdefghij"
 RUN_TIME = 600.0  # the stand-in's predictions outlast every window

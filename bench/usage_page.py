@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import _util
@@ -52,7 +52,7 @@ def measure(backend: str, url: str, data_dir: Path) -> dict:
     # leaves the predictions): statistics for the planner, a visibility map for index-only scans.
     with store._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("VACUUM ANALYZE spend" if backend == "postgresql" else "ANALYZE")
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     for name, first in (("month", today.replace(day=1)), ("all", date(2000, 1, 1))):
         ledger.usage(first, today)
         times = []

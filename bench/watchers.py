@@ -128,7 +128,8 @@ def main() -> None:
                 time.sleep(max(0.0, end - time.time()) + 0.5)  # let requests of the window arrive
                 gets = status_gets(sim, prediction_id, start, end)
                 stray = sum(status_gets(sim, pid, released, end) for pid in earlier)
-                results.append({"n": n, "runs": runs, "rerun": _util.median(durations), "gets": gets, "api": api_requests(sim, start, end),
+                results.append({"n": n, "runs": runs, "rerun": _util.median(durations), "gets": gets,
+                                "api": api_requests(sim, start, end),
                                 "stray": stray, "id": prediction_id})
                 earlier.append(prediction_id)
                 del watchers

@@ -119,7 +119,7 @@ def _check_url(url: str) -> None:
         # requests would turn these into an Authorization header.
         raise FetchError(f"Refused {_shown(url)}: the URL carries a user name or password.")
     try:
-        parts.port
+        parts.port  # noqa: B018 - reading it raises ValueError on a malformed port
     except ValueError as exc:
         raise FetchError(f"Refused {_shown(url)}: the port is not valid.") from exc
 

@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -101,20 +101,20 @@ def person_of(creator: str | None) -> str:
 
 
 def _day(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d")
 
 
 def _month_start(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-01")
+    return moment.astimezone(UTC).strftime("%Y-%m-01")
 
 
 def _next_month(moment: datetime) -> datetime:
-    first = moment.astimezone(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    first = moment.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     return (first + timedelta(days=32)).replace(day=1)
 
 
 def _next_day(moment: datetime) -> datetime:
-    return moment.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
 
 
 class Ledger:
@@ -168,7 +168,7 @@ class Ledger:
                 now: datetime | None = None) -> str | Refusal:
         """Reserve `usd` for one create, or refuse it if it would pass a limit. Returns the
         reservation id (attach the prediction to it once the create answers)."""
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         person = person_of(person)
         today, month = _day(now), _month_start(now)
 
@@ -209,7 +209,7 @@ class Ledger:
             sa.update(spend).where(spend.c.id == reservation).values(state=state)))
 
     def left(self, person: str, limits: Limits, *, now: datetime | None = None) -> Left:
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         person = person_of(person)
 
         def read(conn: sa.Connection) -> Left:
@@ -294,7 +294,7 @@ class Ledger:
         found = estimate(row.model or "", model_input if isinstance(model_input, dict) else {}, rules)
         created = row.created_at if isinstance(row.created_at, (int, float)) else time.time()
         try:
-            day = _day(datetime.fromtimestamp(created, timezone.utc))
+            day = _day(datetime.fromtimestamp(created, UTC))
         except (OverflowError, OSError, ValueError):
             day = "1970-01-01"
         return {"id": uuid.uuid4().hex, "prediction_id": row.id, "person": person_of(row.creator),

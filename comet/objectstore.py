@@ -18,7 +18,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -102,7 +102,7 @@ class S3Media:
               missing_ok: bool) -> bytes | None:
         url, host, path = self._address(key)
         payload_hash = hashlib.sha256(body).hexdigest()
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         signed = {"host": host, "x-amz-date": _stamps(now, self.location.region)[0],
                   "x-amz-content-sha256": payload_hash}
         if self.location.session_token:

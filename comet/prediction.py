@@ -12,7 +12,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 STARTING, PROCESSING = "starting", "processing"
@@ -35,8 +35,8 @@ _SEED_RE = re.compile(r"seed:?\s*(-?\d+)", re.IGNORECASE)
 
 # Times outside this window are refused: pandas holds 1677-2262 only, and a date in the future
 # would pin a row to the top of History and keep it "young" (polled every second) for ever.
-EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
-LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=1)  # clocks differ; more than this ahead is a lie
 MAX_SECONDS = 7 * 24 * 3600.0  # a run time longer than a week is not a run time
 MAX_ERROR_CHARS = 4000
@@ -64,8 +64,8 @@ def parse_time(value: object) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(text)
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
-        parsed = parsed.astimezone(timezone.utc)
+            parsed = parsed.replace(tzinfo=UTC)
+        parsed = parsed.astimezone(UTC)
     except (ValueError, OverflowError):  # year 1 with a positive offset overflows
         return None
     return parsed if EARLIEST <= parsed < LATEST else None
@@ -157,7 +157,7 @@ class Prediction:
         if not isinstance(data, dict) or not is_valid_id(data.get("id")):
             raise ValueError("the answer is not a prediction (no valid id)")
         problems: list[str] = []
-        latest = (now or datetime.now(timezone.utc)) + FUTURE_SLACK
+        latest = (now or datetime.now(UTC)) + FUTURE_SLACK
 
         status = data.get("status")
         if status in (None, ""):

@@ -44,7 +44,7 @@ class MediaMoves(Database):
 
             def point(conn: sa.Connection) -> int:
                 done = 0
-                for row, key in placed:
+                for row, key in placed:  # noqa: B023 - point() runs within this iteration
                     done += conn.execute(
                         sa.update(outputs)
                         .where(o.prediction_id == row.prediction_id, o.idx == row.idx, o.media_key.is_(None))
@@ -82,7 +82,7 @@ class MediaMoves(Database):
                 break
             pruned += len(keys)
             for key in {k for k in keys if k is not None}:
-                still_used = self._read(lambda conn: conn.scalar(
+                still_used = self._read(lambda conn, key=key: conn.scalar(
                     sa.select(sa.func.count()).select_from(outputs).where(o.media_key == key, o.pruned_at.is_(None))))
                 if not still_used and self.media is not None:
                     self.media.delete(key)

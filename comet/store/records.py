@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,13 +22,23 @@ from ..media import MediaStore, MediaUnavailable, StoredFile, source_label
 from ..prediction import STARTING, SUCCEEDED, TERMINAL, Prediction, progress_from_logs
 from . import values as v
 from .db import Database
-from .schema import (ACTIVE, CREATOR_CHARS, DONE, GAVE_UP, LOGS_TAIL_CHARS, MODEL_CHARS, STATUS_CHARS,
-                     TEXT_CHARS, outputs, predictions)
+from .schema import (
+    ACTIVE,
+    CREATOR_CHARS,
+    DONE,
+    GAVE_UP,
+    LOGS_TAIL_CHARS,
+    MODEL_CHARS,
+    STATUS_CHARS,
+    TEXT_CHARS,
+    outputs,
+    predictions,
+)
 
 # Where a row's own times are all unknown, Records say 1970-01-01: stable (the row does not move
 # between reads), plainly "no date" to a reader, and old enough that the tracker gives up on it
 # rather than polling a prediction that looks newly made on every read (as "now" would).
-UNKNOWN_TIME = datetime.fromtimestamp(0, timezone.utc)
+UNKNOWN_TIME = datetime.fromtimestamp(0, UTC)
 _log = logging.getLogger("comet.store")
 _TIME_COLUMNS = ("created_at", "started_at", "completed_at", "recorded_at", "updated_at",
                  "last_polled_at", "next_poll_at", "lease_until")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -83,7 +83,7 @@ def epoch(moment: datetime | None) -> float | None:
 def utc_datetime(seconds: object) -> datetime | None:
     """A stored time as an aware UTC datetime; None when unknown or outside the window."""
     seconds = epoch_seconds(seconds)
-    return datetime.fromtimestamp(seconds, timezone.utc) if seconds is not None else None
+    return datetime.fromtimestamp(seconds, UTC) if seconds is not None else None
 
 
 def datetimes(column: pd.Series) -> pd.Series:

@@ -178,7 +178,7 @@ def _require_password(password: str, page: Any) -> None:
             name = signin.clean_name(typed_name)
             st.session_state[PASSED_KEY] = name
             st.session_state.pop(LOCKED_KEY, None)
-            if days := _signin_days():  # this tab is in now; the trip makes the cookie for the rest
+            if _signin_days():  # this tab is in now; the trip makes the cookie for the rest
                 ticket = signin.issue(signin.signing_key(password), signin.TICKET, name, signin.TICKET_SECONDS)
                 st.session_state[GO_KEY] = (SIGNIN_ROUTE, ticket)
             st.rerun()

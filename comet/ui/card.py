@@ -14,16 +14,16 @@ import re
 import time
 import unicodedata
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import streamlit as st
 from PIL import Image, ImageOps
 
 from comet import catalog, errors, export, images
+from comet.media import MediaUnavailable
 from comet.prediction import is_valid_id, seed_of
 from comet.prices import usd
-from comet.media import MediaUnavailable
 from comet.store import HistoryUnavailable, Record
 from comet.ui.context import Connection
 from comet.ui.safe import badge_label, plain
@@ -136,7 +136,7 @@ def elapsed(record: Record) -> str:
     if record.is_terminal:
         shown = seconds(record.run_time)
         return f"ran {shown}" if shown != "–" else "finished"
-    since = (datetime.now(timezone.utc) - record.created_at).total_seconds()
+    since = (datetime.now(UTC) - record.created_at).total_seconds()
     return f"{seconds(max(since, 0.0))} so far"  # a creation time in the future counts as now
 
 

@@ -10,10 +10,9 @@ import streamlit as st
 
 from comet.client import OK, REJECTED
 from comet.store import HistoryError, HistoryUnavailable, Store
-
+from comet.ui import spend_view
 from comet.ui.access import account_box, open_to_anyone_warning, require_access
 from comet.ui.context import Connection, connection, settings
-from comet.ui import spend_view
 from comet.ui.own_key import own_key_box
 from comet.ui.safe import plain
 

@@ -12,7 +12,7 @@ import io
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
@@ -380,7 +380,7 @@ def when(moment: datetime | None, zone: str | None) -> str:
     """A stored time to the second, in the viewer's time zone (UTC when it is unknown)."""
     if moment is None:
         return "–"
-    local = moment.astimezone(ZoneInfo(zone)) if zone else moment.astimezone(timezone.utc)
+    local = moment.astimezone(ZoneInfo(zone)) if zone else moment.astimezone(UTC)
     return local.strftime("%Y-%m-%d %H:%M:%S ") + (local.tzname() or "UTC")
 
 

@@ -4,7 +4,7 @@ few grouped rows. Every amount is an estimate from the price rules."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 import streamlit as st
@@ -21,7 +21,7 @@ RANGE_KEY = "usage.range"
 
 def period(today: date | None = None) -> tuple[date, date]:
     """The chosen period as (first day, last day), UTC."""
-    today = today or datetime.now(timezone.utc).date()
+    today = today or datetime.now(UTC).date()
     chosen = st.segmented_control("Period", PERIODS, default="This month", key=PERIOD_KEY)
     if chosen == "Today":
         return today, today
