@@ -87,8 +87,8 @@ def sqlite_url(data_dir: Path) -> str:
 def generate(size: int) -> Iterator[tuple[list[dict], list[dict]]]:
     """`size` predictions and their stored outputs, in chunks of CHUNK; the same for the same size."""
     from comet import catalog
-    from comet.sim import _render
     from comet.images import make_thumbnail
+    from comet.sim import _render
 
     rng = random.Random(size)
     models = list(catalog.MODELS)
