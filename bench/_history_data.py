@@ -1,7 +1,7 @@
 """The synthetic History shared by the history benchmarks (not a benchmark itself).
 
 `history_page.py` (SQLite at several sizes) and `history_postgres.py` (PostgreSQL beside SQLite)
-load the same rows and time them the same way:
+load the same rows and time them the same way (`media_store.py` too, with an image per output):
 
 - `generate(size)`: `size` predictions in the store's own row shape, the same for the same size
   (`random.Random(size)`): ten models weighted toward the default, statuses 82 % succeeded, 7 %
@@ -10,8 +10,13 @@ load the same rows and time them the same way:
   inputs with aspect ratio, output format and sometimes a seed, logs, notes, 40 % with a creator,
   and for 90 % of the succeeded rows one stored output: eight images rendered by the stand-in
   (512 px WebP) with thumbnails made by `comet.images.make_thumbnail`, reused;
+- `generate(size, distinct=True)`: the same rows, but every stored output its own image, as real
+  outputs are (the media stores keep one object per distinct image): eight photo-like 512 px WebP
+  (~30 KB, the size of a 0.25 MP output), each output with its prediction id written into the
+  EXIF description, so the bytes (and their SHA-256 key) differ while the size stays the same;
 - `fill(url, size)`: those rows bulk-loaded into a new SQLite or PostgreSQL database (in a child
-  process: `fill_in_child`);
+  process: `fill_in_child`); `fill(..., place=...)` hands each image to a media store instead and
+  keeps only its key in the row (images outside the database);
 - `store_timings(store, size)` and `page_timings(check)`: the store alone, and the History page
   built by AppTest;
 - `run_child(script, ...)`: the last line a script printed in a fresh interpreter (each benchmark
@@ -64,6 +69,7 @@ MODEL_WEIGHTS = [30, 15, 6, 12, 8, 9, 4, 8, 5, 3]  # in catalog order: schnell, 
 ERRORS = {"failed": "Prediction failed: NSFW content detected", "aborted": "Prediction aborted: platform interruption"}
 RATIOS = ["1:1", "16:9", "3:2", "2:3", "4:5", "9:16"]
 IMAGES = 8  # distinct rendered images, reused
+DISTINCT_MARK = b"@" * 26  # a prediction id's length: replaced by one in each distinct image
 
 
 def run_child(script: str, *args: str) -> str:
@@ -84,8 +90,44 @@ def sqlite_url(data_dir: Path) -> str:
 # ---- filling ----------------------------------------------------------------------------------
 
 
-def generate(size: int) -> Iterator[tuple[list[dict], list[dict]]]:
-    """`size` predictions and their stored outputs, in chunks of CHUNK; the same for the same size."""
+def photo_like(prompt: str, n: int) -> bytes:
+    """A 512 px WebP (quality 80, as the models' default) that compresses like a photo, not like the
+    stand-in's flat shapes: its render under coarse noise (light, forms) and fine grain; ~30 KB,
+    with DISTINCT_MARK in its EXIF description for `distinct_copy`."""
+    import io
+
+    from PIL import Image
+
+    from comet.sim import _render
+
+    side, cells = 512, 96
+    rng = random.Random(f"{prompt}/{n}")  # the same image in every process (its key is its hash)
+
+    def noise(width: int) -> Image.Image:
+        return Image.frombytes("RGB", (width, width), rng.randbytes(width * width * 3))
+
+    rendered = Image.open(io.BytesIO(_render(prompt, n, 0, "png", (side, side), 80))).convert("RGB")
+    coarse = noise(cells).resize((side, side), Image.BICUBIC)
+    image = Image.blend(Image.blend(rendered, coarse, 0.25), noise(side), 0.02)
+    exif = Image.Exif()
+    exif[0x010E] = "comet-bench " + DISTINCT_MARK.decode()  # ImageDescription
+    out = io.BytesIO()
+    image.save(out, "WEBP", quality=80, exif=exif.tobytes())
+    data = out.getvalue()
+    if data.count(DISTINCT_MARK) != 1:
+        raise RuntimeError("the image's placeholder is not unique in its bytes")
+    return data
+
+
+def distinct_copy(data: bytes, prediction_id: str) -> bytes:
+    """`data` (a `photo_like` image) with `prediction_id` (26 characters) in its EXIF description:
+    the same pixels and size, bytes of its own."""
+    return data.replace(DISTINCT_MARK, prediction_id.encode("ascii"), 1)
+
+
+def generate(size: int, *, distinct: bool = False) -> Iterator[tuple[list[dict], list[dict]]]:
+    """`size` predictions and their stored outputs, in chunks of CHUNK; the same for the same size.
+    `distinct`: every output its own `photo_like` image (else the stand-in's renders, reused)."""
     from comet import catalog
     from comet.images import make_thumbnail
     from comet.sim import _render
@@ -95,7 +137,8 @@ def generate(size: int) -> Iterator[tuple[list[dict], list[dict]]]:
     statuses, status_weights = zip(*STATUS_MIX)
     images = []
     for n in range(IMAGES):
-        data = _render(f"{rng.choice(ADJECTIVES)} {rng.choice(SUBJECTS)}", n, 0, "webp", (512, 512), 80)
+        prompt = f"{rng.choice(ADJECTIVES)} {rng.choice(SUBJECTS)}"
+        data = photo_like(prompt, n) if distinct else _render(prompt, n, 0, "webp", (512, 512), 80)
         images.append((data, make_thumbnail(data)))
     alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
     now = time.time()
@@ -147,15 +190,20 @@ def generate(size: int) -> Iterator[tuple[list[dict], list[dict]]]:
             })
             if stored:
                 data, thumbnail = rng.choice(images)
+                if distinct:
+                    data = distinct_copy(data, pid)
                 files.append({"prediction_id": pid, "idx": 0, "content_type": "image/webp",
                               "size": len(data), "data": data, "thumbnail": thumbnail,
                               "source_url": f"https://replicate.delivery/xezq/{pid}/out-0.{fmt}"})
         yield rows, files
 
 
-def fill(url: str | sa.URL, size: int) -> float:
+def fill(url: str | sa.URL, size: int, *, distinct: bool = False,
+         place: Callable[[bytes, str], str] | None = None) -> float:
     """Load `size` predictions into the new, empty SQLite or PostgreSQL database at `url`, in bulk,
-    in one transaction; returns the seconds taken."""
+    in one transaction; returns the seconds taken. `distinct`: see `generate`. `place`: each image
+    is handed to it (a media store's `put`: bytes, content type -> key) and the row keeps the key
+    and no bytes, as a store with a media store writes it."""
     import sqlalchemy as sa
 
     from comet.store import Store, outputs, predictions
@@ -169,7 +217,10 @@ def fill(url: str | sa.URL, size: int) -> float:
         def _fast(dbapi_connection, _record):  # bulk load only: the app's own engine is untouched
             dbapi_connection.execute("PRAGMA synchronous = OFF")
     with engine.begin() as conn:
-        for rows, files in generate(size):
+        for rows, files in generate(size, distinct=distinct):
+            if place is not None:
+                files = [{**file, "data": b"", "media_key": place(file["data"], file["content_type"])}
+                         for file in files]
             conn.execute(sa.insert(predictions), rows)
             if files:
                 conn.execute(sa.insert(outputs), files)
@@ -178,8 +229,11 @@ def fill(url: str | sa.URL, size: int) -> float:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")  # all in the main file, WAL emptied
     else:
         # The state autovacuum keeps a live database in; VACUUM refuses to run in a transaction.
+        # Only the tables of the history's schema: the server may hold other schemas.
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("VACUUM ANALYZE")
+            tables = conn.scalars(sa.text("SELECT quote_ident(tablename) FROM pg_tables "
+                                          "WHERE schemaname = current_schema()")).all()
+            conn.exec_driver_sql("VACUUM ANALYZE " + ", ".join(tables))
     engine.dispose()
     return time.perf_counter() - started
 
@@ -224,6 +278,17 @@ def open_session() -> AppTest:
     at = AppTest.from_file(str(_util.APP), default_timeout=120)
     at.run()  # the default page (Create): the session is open, not measured
     return at
+
+
+def shows_total(size: int) -> Callable[[AppTest], None]:
+    """A check for page_timings: the page ran without an exception and shows `size` predictions."""
+    def check(at: AppTest) -> None:
+        if at.exception:
+            raise RuntimeError(f"the History page raised: {at.exception[0].value}")
+        if not any(f"{size:,} prediction" in c.value for c in at.caption):
+            raise RuntimeError("the History table did not show the expected total")
+
+    return check
 
 
 def page_timings(check: Callable[[AppTest], None]) -> tuple[float, float, AppTest]:
