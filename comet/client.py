@@ -26,10 +26,9 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError
 from urllib3.util.retry import Retry
 
 from . import errors, net, redact
-from .config import normalize_base_url
+from .config import API_PREFIX, normalize_base_url
 from .prediction import STARTING, Prediction, is_model_id, is_valid_id
 
-API_PREFIX = "/replicate/v1"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 524})
 MAX_IDLE_SESSIONS = 8  # per kind; enough for the tracker's workers plus a few page runs
 _REQUEST_ID_RE = re.compile(r"\s*\(request id: ([^)\s]+)\)", re.IGNORECASE)

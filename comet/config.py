@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from . import media, prices
 
 DEFAULT_BASE_URL = "https://api.cometapi.com"
+API_PREFIX = "/replicate/v1"  # the Replicate-compatible routes under the base URL
 
 
 def normalize_base_url(base_url: str) -> str:
