@@ -272,14 +272,14 @@ def test_reopening_the_database_keeps_the_history_and_its_schema_version(databas
     first.close()
 
     again = Store(database_url)
-    assert again.get(pid(1)).prompt == "a cat" and again.schema_version == SCHEMA_VERSION == 3
+    assert again.get(pid(1)).prompt == "a cat" and again.schema_version == SCHEMA_VERSION == 4
     again.close()
     engine = sa.create_engine(database_url)
     with engine.begin() as conn:
-        assert conn.scalar(sa.select(meta.c.value).where(meta.c.key == "schema_version")) == "3"
+        assert conn.scalar(sa.select(meta.c.value).where(meta.c.key == "schema_version")) == "4"
         if is_sqlite(database_url):
             assert conn.exec_driver_sql("pragma journal_mode").fetchone() == ("wal",)
-        conn.execute(sa.update(meta).values(value="4"))
+        conn.execute(sa.update(meta).values(value="5"))
     engine.dispose()
     with pytest.raises(RuntimeError, match="newer release"):
         Store(database_url)
@@ -327,7 +327,7 @@ def test_an_sqlite_file_written_by_the_first_release_is_migrated_and_kept(tmp_pa
 
     history = Store(f"sqlite:///{path}")
 
-    assert history.schema_version == 3
+    assert history.schema_version == 4
     kept = history.get(pid(1))
     assert (kept.prompt, kept.creator, kept.output_count, kept.lease_owner) == ("kept from v1", "ana", 1, None)
     assert history.output_bytes(pid(1), 0) == ("image/png", b"\x01\x02\x03")
@@ -336,7 +336,7 @@ def test_an_sqlite_file_written_by_the_first_release_is_migrated_and_kept(tmp_pa
     with sqlite3.connect(path) as conn:
         columns = {row[1] for row in conn.execute("pragma table_info(predictions)")}
         assert {"lease_owner", "lease_until"} <= columns
-        assert conn.execute("select value from meta").fetchall() == [("3",)]
+        assert conn.execute("select value from meta").fetchall() == [("4",)]
 
 
 def test_a_version_1_database_on_either_backend_gains_the_lease_columns(database_url):
@@ -354,7 +354,7 @@ def test_a_version_1_database_on_either_backend_gains_the_lease_columns(database
 
     first, second = Store(database_url), Store(database_url)  # a second open finds nothing to do
 
-    assert first.schema_version == second.schema_version == 3
+    assert first.schema_version == second.schema_version == 4
     assert first.get(pid(1)).prompt == "from v1" and first.get(pid(1)).lease_until is None
     assert [r.lease_owner for r in second.claim_due("tracker-a")] == ["tracker-a"]
     first.close()
@@ -409,7 +409,7 @@ def test_several_stores_opening_a_new_database_at_once_share_one_history(databas
 
     assert len(opened) == 8
     opened[0].record(prediction(1))
-    assert all(history.count() == 1 and history.schema_version == 3 for history in opened)
+    assert all(history.count() == 1 and history.schema_version == 4 for history in opened)
     for history in opened:
         history.close()
 
@@ -470,13 +470,17 @@ def test_four_trackers_claiming_at_once_never_get_the_same_prediction(database_u
     stores = [Store(database_url) for _ in range(4)]  # one per process, as replicas have
     for n in range(80):
         stores[0].record(prediction(n))
-    barrier = threading.Barrier(4)
+    barrier = threading.Barrier(4, timeout=30)  # a thread that failed breaks it, not hangs it
     claimed: dict[int, list[str]] = {}
     failures: list[BaseException] = []
 
     def tracker(k: int) -> None:
         mine: list[str] = []
         try:
+            barrier.wait()
+            # A first claim each, all at once; then a second barrier, so a thread the scheduler
+            # favours cannot take everything before the others start (the race is the same).
+            mine += [record.id for record in stores[k].claim_due(f"tracker-{k}", limit=3, exclude=mine)]
             barrier.wait()
             while batch := stores[k].claim_due(f"tracker-{k}", limit=3, exclude=mine):
                 mine += [record.id for record in batch]
