@@ -133,7 +133,7 @@ sa.Index("ix_batch_cells_lease", cell_table.c.state, cell_table.c.lease_until)
 sa.Index("ix_batch_cells_batch_state", cell_table.c.batch_id, cell_table.c.state)
 sa.Index("ix_batch_cells_prediction", cell_table.c.prediction_id)
 
-_predictions = sa.table("predictions", sa.column("id"), sa.column("status"))
+_predictions = sa.table("predictions", sa.column("id"), sa.column("status"), sa.column("batch_id"))
 
 
 # ---- planning -------------------------------------------------------------------------------
@@ -671,7 +671,9 @@ class Batches:
         """The outcome of `owner`'s cell: SENT (with its prediction id), FAILED, REFUSED,
         CANCELED, UNCERTAIN, or back to PENDING (not sent: a 429, a stop). Fenced by the lease
         owner; accepted also when another runner already called it uncertain (this one knows
-        better). Returns the batch's state then, or None when the cell was not this owner's."""
+        better). SENT also writes the batch id on the prediction's history row (History's batch
+        column and filter), in the same transaction. Returns the batch's state then, or None when
+        the cell was not this owner's."""
         now = time.time() if now is None else now
         c = cell_table.c
         values: dict[str, Any] = {"state": state, "error": _clip(error), "lease_owner": None, "lease_until": None}
@@ -690,6 +692,10 @@ class Batches:
                 .values(values)).rowcount
             if not changed:
                 return None
+            if state == SENT and prediction_id:  # the history row (recorded by `track`) names its batch
+                conn.execute(sa.update(_predictions).where(_predictions.c.id == prediction_id,
+                                                           _predictions.c.batch_id.is_(None))
+                             .values(batch_id=cell.batch_id))
             self._finish(conn, [cell.batch_id], now)
             return conn.scalar(sa.select(batch_table.c.state).where(batch_table.c.id == cell.batch_id))
 

@@ -107,7 +107,8 @@ class Tracker:
         # should end by its logs (epoch seconds); only for what this tracker polls.
         self._news: dict[str, int] = {}
         self._ends: dict[str, float] = {}
-        self._unrecorded: list[tuple[Prediction, str | None]] = []  # track() while the store was down
+        # track() while the store was down: (prediction, creator, parent, batch id)
+        self._unrecorded: list[tuple[Prediction, str | None, tuple[str, int] | None, str | None]] = []
         self._renew_at = 0.0
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -156,20 +157,22 @@ class Tracker:
         """Look at the store now (a prediction was just recorded)."""
         self._wake.set()
 
-    def track(self, prediction: Prediction, creator: str | None = None, client: Client | None = None) -> None:
+    def track(self, prediction: Prediction, creator: str | None = None, client: Client | None = None, *,
+              parent: tuple[str, int] | None = None, batch_id: str | None = None) -> None:
         """Record a prediction and have it followed. If the store cannot be reached, it is kept
         here and recorded as soon as the store is back (an accepted prediction is never lost).
         An id already in the history whose tracking stopped is followed again (Store.record).
-        `client`: one made with a visitor's own key is polled with that key, held in memory only."""
+        `client`: one made with a visitor's own key is polled with that key, held in memory only.
+        `parent` (prediction id, output idx: the image it edits) and `batch_id` are recorded with it."""
         if client is not None:
             with self._lock:
                 self._clients[prediction.id] = client
         try:
-            self._record(prediction, creator)
+            self._record(prediction, creator, parent, batch_id)
         except HistoryError:
             log.warning("history unavailable: prediction %s will be recorded when it is back", prediction.id)
             with self._lock:
-                self._unrecorded.append((prediction, creator))
+                self._unrecorded.append((prediction, creator, parent, batch_id))
         self.wake()
 
     def cancel(self, prediction_id: str, client: Client | None = None) -> Prediction:
@@ -219,7 +222,7 @@ class Tracker:
     def unrecorded(self) -> list[str]:
         """Ids given to track() that wait for the store to be reachable again."""
         with self._lock:
-            return [prediction.id for prediction, _ in self._unrecorded]
+            return [pending[0].id for pending in self._unrecorded]
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -244,13 +247,14 @@ class Tracker:
             with self._lock:
                 if not self._unrecorded:
                     return
-                prediction, creator = self._unrecorded[0]
-            self._record(prediction, creator)  # raises while the store is still down
+                pending = self._unrecorded[0]
+            self._record(*pending)  # raises while the store is still down
             with self._lock:
                 self._unrecorded.pop(0)
 
-    def _record(self, prediction: Prediction, creator: str | None) -> None:
-        self._store.record(prediction, creator=creator)
+    def _record(self, prediction: Prediction, creator: str | None, parent: tuple[str, int] | None = None,
+                batch_id: str | None = None) -> None:
+        self._store.record(prediction, creator=creator, parent=parent, batch_id=batch_id)
         if self._pinned(prediction.id):
             # Only this process holds the key that can poll it: keep it leased to this tracker
             # (renewed while the process lives), so no other replica takes it.

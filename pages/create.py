@@ -14,6 +14,7 @@ st.title("Create")
 form_column, result_column = st.columns([5, 6], gap="large")
 
 with form_column:
+    form.apply_edit_link(conn.store)  # "Edit this image": before the picker, which it may set
     model = form.model_picker()
     others = form.compare_picker(model)
     # While the JSON editor is on, it is what is sent: the form is drawn paused, not in charge.
@@ -31,7 +32,7 @@ with form_column:
     if submit.generate_button(label):
         st.session_state[ATTEMPTED_KEY] = True
         if not plan.problems:
-            submit.send(conn, plan.outgoing)
+            submit.send(conn, plan.outgoing, [image_input.parent_of(images, body) for _, body in plan.outgoing])
     if plan.outgoing:
         spend_view.cost_caption(conn, plan.outgoing)
     if plan.problems and st.session_state.get(ATTEMPTED_KEY):

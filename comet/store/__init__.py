@@ -13,7 +13,8 @@ One job per module, and `Store` is all of them on one database:
   values    values in and out: text that fits, times and numbers read back as "unknown" if odd
   records   Record, and the writes that record predictions and their outputs
   leases    which tracker polls what (claim, renew, release), what is due or unfinished
-  queries   the History page's listing, count and export, filtered by one HistoryFilter
+  queries   the History page's listing, count and export, filtered by one HistoryFilter; the
+            lineage of an edit chain
   media     moving images out of the database, and retention
   scrub     removing a leaked API key from stored text
 """
@@ -28,15 +29,16 @@ from ..media import MediaError, MediaStore, S3Location, from_setting
 from .db import RETRY_DELAYS, Database, HistoryError, HistoryUnavailable, database_url
 from .leases import DEFAULT_LEASE, Leases
 from .media import MOVE_BATCH, MediaMoves
-from .queries import PAGE_COLUMNS, PAGE_TEXT_CHARS, HistoryFilter, Queries
+from .queries import CHAIN_DEPTH, PAGE_COLUMNS, PAGE_TEXT_CHARS, ChainLink, HistoryFilter, Lineage, Queries
 from .records import UNKNOWN_TIME, OutputInfo, Record, Records
 from .schema import ACTIVE, DONE, GAVE_UP, SCHEMA_VERSION, meta, metadata, outputs, predictions
 from .scrub import MIN_SECRET_CHARS, SCRUBBED, Scrub
 
 __all__ = [
-    "ACTIVE", "DEFAULT_LEASE", "DONE", "GAVE_UP", "MIN_SECRET_CHARS", "MOVE_BATCH", "PAGE_COLUMNS",
+    "ACTIVE", "CHAIN_DEPTH", "DEFAULT_LEASE", "DONE", "GAVE_UP", "MIN_SECRET_CHARS", "MOVE_BATCH", "PAGE_COLUMNS",
     "PAGE_TEXT_CHARS", "RETRY_DELAYS", "SCHEMA_VERSION", "SCRUBBED", "THUMBNAIL_SIDE", "THUMBNAIL_TYPE",
-    "UNKNOWN_TIME", "HistoryError", "HistoryFilter", "HistoryUnavailable", "OutputInfo", "Record", "Store",
+    "UNKNOWN_TIME", "ChainLink", "HistoryError", "HistoryFilter", "HistoryUnavailable", "Lineage", "OutputInfo",
+    "Record", "Store",
     "database_url", "make_thumbnail", "meta", "metadata", "outputs", "predictions",
 ]
 

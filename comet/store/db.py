@@ -96,7 +96,7 @@ class Database:
                     f"This history was written by a newer release (schema {found}); update the app.")
             for table in metadata.sorted_tables:
                 conn.execute(CreateTable(table, if_not_exists=True))
-            _add_missing_columns(conn)  # 1 -> 2: the lease columns; 2 -> 3: outputs.media_key
+            _add_missing_columns(conn)  # 1 -> 2: leases; 2 -> 3: outputs.media_key; 3 -> 4: lineage, batch
             for table in metadata.sorted_tables:
                 for index in sorted(table.indexes, key=lambda ix: ix.name):
                     conn.execute(CreateIndex(index, if_not_exists=True))

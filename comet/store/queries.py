@@ -7,19 +7,27 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 import pandas as pd
 import sqlalchemy as sa
 
 from ..images import THUMBNAIL_TYPE
+from ..prediction import is_valid_id
 from . import values as v
 from .db import Database
 from .schema import outputs, predictions
 
-PAGE_COLUMNS = ["id", "model", "status", "prompt", "created", "run_time", "creator", "outputs", "thumbnail"]
+PAGE_COLUMNS = ["id", "model", "status", "prompt", "created", "run_time", "creator", "outputs", "parent_id",
+                "batch_id", "thumbnail"]
 # Longest text per cell of the History page's table (what every page load ships to the browser);
 # the detail view and the CSV have the rest.
-PAGE_TEXT_CHARS = {"id": 64, "model": 64, "status": 64, "prompt": 300, "creator": 100}
+PAGE_TEXT_CHARS = {"id": 64, "model": 64, "status": 64, "prompt": 300, "creator": 100, "parent_id": 64,
+                   "batch_id": 32}
+# How far a chain is followed from one prediction, up (parents) and down (children): deep enough
+# for any chain of edits a person makes, and a bound on a cycle an odd row could make.
+CHAIN_DEPTH = 50
+CHAIN_CHILDREN = 50  # children listed in a lineage (a chain filter has them all)
 
 
 def _names(chosen: Iterable[str] | str | None) -> tuple[str, ...]:
@@ -36,6 +44,11 @@ class HistoryFilter:
     models: tuple[str, ...] = ()  # any of these model ids
     text: str | None = None  # the prompt contains it: any case, % and _ taken literally
     creator: str | None = None  # recorded for exactly this creator
+    batch: str | None = None  # sent by this batch
+    # The chain through this prediction: it, its ancestors (the image it edited, and so on up)
+    # and its descendants (every edit of its images, and so on down), CHAIN_DEPTH each way.
+    # Not its siblings: another edit of the same parent is another chain.
+    chain: str | None = None
 
     def __post_init__(self) -> None:
         # Normalised once, so two filters that select the same rows compare (and hash) equal:
@@ -44,6 +57,8 @@ class HistoryFilter:
         object.__setattr__(self, "models", _names(self.models))
         object.__setattr__(self, "text", (self.text or "").strip() or None)
         object.__setattr__(self, "creator", self.creator or None)
+        object.__setattr__(self, "batch", self.batch or None)
+        object.__setattr__(self, "chain", self.chain or None)
 
     @property
     def matches_all(self) -> bool:
@@ -62,7 +77,49 @@ class HistoryFilter:
             clauses.append(p.prompt.icontains(self.text, autoescape=True))
         if self.creator:
             clauses.append(p.creator == self.creator)
+        if self.batch:
+            clauses.append(p.batch_id == self.batch)
+        if self.chain:
+            clauses.append(p.id.in_(_chain_ids(self.chain)))
         return clauses
+
+
+def _chain_ids(prediction_id: str) -> sa.Select:
+    """The ids of the chain through `prediction_id` (HistoryFilter.chain): two recursive walks,
+    up by id and down by the parent index, each CHAIN_DEPTH steps at most, so a cycle ends."""
+    p = predictions.c
+    zero = sa.literal_column("0", sa.Integer).label("depth")  # inline: a bound 0 may arrive as smallint
+    up = sa.select(p.id, p.parent_id, zero).where(p.id == prediction_id).cte("chain_up", recursive=True)
+    parent = predictions.alias("chain_parent").c
+    up = up.union_all(sa.select(parent.id, parent.parent_id, up.c.depth + 1)
+                      .where(parent.id == up.c.parent_id, up.c.depth < CHAIN_DEPTH))
+    down = sa.select(p.id, zero).where(p.id == prediction_id).cte("chain_down", recursive=True)
+    child = predictions.alias("chain_child").c
+    down = down.union_all(sa.select(child.id, down.c.depth + 1)
+                          .where(child.parent_id == down.c.id, down.c.depth < CHAIN_DEPTH))
+    return sa.union(sa.select(up.c.id), sa.select(down.c.id))
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    """One prediction of a chain, as the detail view shows it: what it is, and which of its images
+    are stored (for a thumbnail). No input: an edit's input holds an inline image."""
+
+    id: str
+    model: str
+    status: str
+    prompt: str
+    created_at: datetime | None
+    parent_id: str | None
+    parent_output: int | None
+    outputs: tuple[int, ...]  # idx of each stored output
+
+
+@dataclass(frozen=True)
+class Lineage:
+    ancestors: list[ChainLink]  # oldest first, ending with the parent
+    children: list[ChainLink]  # oldest first, CHAIN_CHILDREN at most
+    cut: bool = False  # the walk up stopped at CHAIN_DEPTH or at a cycle: older ones are not listed
 
 
 ALL = HistoryFilter()
@@ -81,7 +138,7 @@ class Queries(Database):
         shortened = {name: sa.func.substr(p[name], 1, chars + 1).label(name) for name, chars in PAGE_TEXT_CHARS.items()}
         query = (
             sa.select(shortened["id"], shortened["model"], shortened["status"], shortened["prompt"], p.created_at,
-                      p.run_time, shortened["creator"], p.output_count)
+                      p.run_time, shortened["creator"], p.output_count, shortened["parent_id"], shortened["batch_id"])
             .where(*filter.where())
             .order_by(p.created_at.desc(), p.id.desc())
             .limit(limit)
@@ -96,9 +153,13 @@ class Queries(Database):
         frame = pd.DataFrame([tuple(row) for row in rows], columns=PAGE_COLUMNS[:-1])
         for name, chars in PAGE_TEXT_CHARS.items():
             frame[name] = frame[name].map(lambda value, chars=chars: v.clipped(value, chars))
+        # object dtype keeps None for "none" (pandas would turn it into NaN in a str column)
+        frame["parent_id"] = pd.Series([row.parent_id if is_valid_id(row.parent_id) else None for row in rows],
+                                       dtype=object)
+        frame["batch_id"] = pd.Series([v.clipped(row.batch_id, PAGE_TEXT_CHARS["batch_id"]) for row in rows],
+                                      dtype=object)
         frame["created"] = v.datetimes(frame["created"])
         frame["run_time"] = v.durations(frame["run_time"])
-        # object dtype keeps None for "no thumbnail" (pandas would turn it into NaN in a str column)
         frame["thumbnail"] = pd.Series([thumbnails.get(row.id) for row in rows], dtype=object)
         return frame
 
@@ -117,8 +178,8 @@ class Queries(Database):
         `stored_outputs` lists each stored output as (idx, content_type), in idx order."""
         p, o = predictions.c, outputs.c
         columns = [p.id, p.model, p.status, p.prompt, p.input, p.error, p.created_at, p.started_at,
-                   p.completed_at, p.run_time, p.creator, p.output_count, p.output_urls, p.data_removed,
-                   p.tracking, p.note]
+                   p.completed_at, p.run_time, p.creator, p.parent_id, p.parent_output, p.batch_id,
+                   p.output_count, p.output_urls, p.data_removed, p.tracking, p.note]
         where = filter.where()
         query = sa.select(*columns).where(*where).order_by(p.created_at.desc(), p.id.desc())
         # The outputs' types, in the same transaction (the CSV names the files the ZIP holds).
@@ -137,7 +198,50 @@ class Queries(Database):
         for name in ("created_at", "started_at", "completed_at"):
             frame[name] = v.datetimes(frame[name])
         frame["run_time"] = v.durations(frame["run_time"])
+        # A whole number or empty (pandas would make the column float, 1.0, once one is missing).
+        frame["parent_output"] = pd.Series([v.index(value) for value in frame["parent_output"]], dtype="Int64")
         return frame
+
+    def lineage(self, prediction_id: str, *, depth: int = CHAIN_DEPTH, children: int = CHAIN_CHILDREN) -> Lineage:
+        """The chain around a prediction: its ancestors, oldest first (the image it edited, the
+        one that edited, ...), up to `depth` of them, stopping at one not in the history or at a
+        cycle; and its direct children, oldest first, `children` at most."""
+        p, o = predictions.c, outputs.c
+        columns = (p.id, p.model, p.status, sa.func.substr(p.prompt, 1, PAGE_TEXT_CHARS["prompt"] + 1).label("prompt"),
+                   p.created_at, p.parent_id, p.parent_output)
+
+        def links(conn: sa.Connection, rows: list[sa.Row]) -> list[ChainLink]:
+            stored: dict[str, list[int]] = {row.id: [] for row in rows}
+            if stored:
+                for out in conn.execute(sa.select(o.prediction_id, o.idx)
+                                        .where(o.prediction_id.in_(list(stored))).order_by(o.idx)):
+                    stored[out.prediction_id].append(out.idx)
+            return [ChainLink(
+                id=row.id, model=v.clipped(row.model, PAGE_TEXT_CHARS["model"]) or "",
+                status=v.clipped(row.status, PAGE_TEXT_CHARS["status"]) or "",
+                prompt=v.clipped(row.prompt, PAGE_TEXT_CHARS["prompt"]) or "",
+                created_at=v.utc_datetime(row.created_at),
+                parent_id=row.parent_id if is_valid_id(row.parent_id) else None,
+                parent_output=v.index(row.parent_output), outputs=tuple(stored[row.id])) for row in rows]
+
+        def read(conn: sa.Connection) -> Lineage:
+            seen, up, cut = {prediction_id}, [], False
+            wanted = conn.scalar(sa.select(p.parent_id).where(p.id == prediction_id))
+            while is_valid_id(wanted):
+                if wanted in seen or len(up) >= depth:
+                    cut = True
+                    break
+                row = conn.execute(sa.select(*columns).where(p.id == wanted)).first()
+                if row is None:  # edited from a prediction this history does not hold
+                    break
+                seen.add(row.id)
+                up.append(row)
+                wanted = row.parent_id
+            down = conn.execute(sa.select(*columns).where(p.parent_id == prediction_id, p.id != prediction_id)
+                                .order_by(p.created_at, p.id).limit(children)).all()
+            return Lineage(ancestors=links(conn, up[::-1]), children=links(conn, down), cut=cut)
+
+        return self._read(read)
 
 
 def _distinct_models() -> sa.Select:

@@ -19,11 +19,12 @@ from sqlalchemy.exc import IntegrityError
 
 from ..images import THUMBNAIL_TYPE, make_thumbnail
 from ..media import MediaStore, MediaUnavailable, StoredFile, source_label
-from ..prediction import STARTING, SUCCEEDED, TERMINAL, Prediction, progress_from_logs
+from ..prediction import STARTING, SUCCEEDED, TERMINAL, Prediction, is_valid_id, progress_from_logs
 from . import values as v
 from .db import Database
 from .schema import (
     ACTIVE,
+    BATCH_ID_CHARS,
     CREATOR_CHARS,
     DONE,
     GAVE_UP,
@@ -80,6 +81,9 @@ class Record:
     output_count: int
     lease_owner: str | None
     lease_until: datetime | None
+    parent_id: str | None  # the prediction whose output this one edited
+    parent_output: int | None  # that output's idx
+    batch_id: str | None  # the batch that sent it
     outputs: list[OutputInfo]
 
     @property
@@ -97,19 +101,40 @@ class Records(Database):
 
     media: MediaStore | None  # where new output images go (None: inside the database)
 
-    def record(self, prediction: Prediction, *, creator: str | None = None) -> None:
+    def record(self, prediction: Prediction, *, creator: str | None = None,
+               parent: tuple[str, int] | None = None, batch_id: str | None = None) -> None:
         """Remember a prediction the moment its id is known. A known id is updated instead, and
         if its tracking had stopped (gave_up) it is tracked again: asking to track an id is how
-        a user revives one (its creator stays the first one recorded)."""
+        a user revives one (its creator stays the first one recorded).
+
+        `parent`: (prediction id, output idx) of the stored image this one edited; `batch_id`: the
+        batch that sent it. Both are kept as first recorded: a later record or update of the same
+        id fills them only where none was known. A prediction is never its own parent."""
         now = time.time()
         values = prediction_values(prediction)
         values.setdefault("created_at", now)  # the API normally sends it; ordering needs one
+        lineage = lineage_values(prediction.id, parent, batch_id)
         row = {"id": prediction.id, "creator": v.storable(creator, CREATOR_CHARS), "recorded_at": now,
-               "updated_at": now, "next_poll_at": now, **values}
+               "updated_at": now, "next_poll_at": now, **values, **lineage}
         try:
             self._write(lambda conn: conn.execute(sa.insert(predictions).values(row)))
         except IntegrityError:
             self.update(prediction, revive=True)
+            if lineage:
+                self._fill_lineage(prediction.id, lineage)
+
+    def _fill_lineage(self, prediction_id: str, lineage: dict[str, Any]) -> None:
+        """Parent and batch where the row has none yet (what was recorded first stays)."""
+        p = predictions.c
+        values: dict[str, Any] = {}
+        if "parent_id" in lineage:
+            unset = p.parent_id.is_(None)
+            values["parent_id"] = sa.case((unset, lineage["parent_id"]), else_=p.parent_id)
+            values["parent_output"] = sa.case((unset, lineage["parent_output"]), else_=p.parent_output)
+        if "batch_id" in lineage:
+            values["batch_id"] = sa.func.coalesce(p.batch_id, lineage["batch_id"])
+        self._write(lambda conn: conn.execute(
+            sa.update(predictions).where(p.id == prediction_id).values(values)))
 
     def update(
         self,
@@ -313,6 +338,22 @@ def prediction_values(prediction: Prediction) -> dict[str, Any]:
             "data_removed": bool(prediction.data_removed)}
 
 
+def lineage_values(prediction_id: str, parent: tuple[str, int] | None, batch_id: str | None) -> dict[str, Any]:
+    """The lineage columns to record: a parent that is a valid id other than the prediction's own
+    (a prediction cannot edit itself), its output idx when it is a whole number from 0, and a
+    batch id that fits its column; anything else is left out."""
+    values: dict[str, Any] = {}
+    if parent is not None:
+        parent_id, output = parent
+        if is_valid_id(parent_id) and parent_id != prediction_id:
+            values["parent_id"] = parent_id
+            valid = isinstance(output, int) and not isinstance(output, bool) and 0 <= output < 2**31
+            values["parent_output"] = output if valid else None
+    if batch_id and len(batch_id) <= BATCH_ID_CHARS:
+        values["batch_id"] = v.storable(batch_id, BATCH_ID_CHARS)
+    return values
+
+
 def _record(row: Any, outputs_info: list[OutputInfo]) -> Record:
     """A row as a Record, whatever it holds: a value no view could show reads as unknown (times
     None, run time None, input {}, links []), and text is cut to what its column allows."""
@@ -336,4 +377,7 @@ def _record(row: Any, outputs_info: list[OutputInfo]) -> Record:
     values["data_removed"] = bool(values["data_removed"])
     values["poll_failures"] = v.count(values["poll_failures"])
     values["output_count"] = v.count(values["output_count"])
+    values["parent_id"] = values["parent_id"] if is_valid_id(values["parent_id"]) else None
+    values["parent_output"] = v.index(values["parent_output"])
+    values["batch_id"] = v.clipped(values["batch_id"], BATCH_ID_CHARS)
     return Record(**values, outputs=outputs_info)

@@ -11,7 +11,9 @@ import sqlalchemy as sa
 # 1: first release. 2: lease columns (lease_owner, lease_until) for several trackers on one database.
 # 3: outputs.media_key: an image kept in the media store (comet.media) instead of outputs.data;
 #    outputs.pruned_at: when retention removed the full image (the thumbnail stays).
-SCHEMA_VERSION = 3
+# 4: predictions.parent_id / parent_output: the stored output this one edited ("Edit this image");
+#    predictions.batch_id: the batch that sent it (comet.batch).
+SCHEMA_VERSION = 4
 # predictions.tracking: polled by a tracker, finished, or stopped with a note saying why.
 ACTIVE, DONE, GAVE_UP = "active", "done", "gave_up"
 LOGS_TAIL_CHARS = 4096
@@ -20,6 +22,7 @@ LOGS_TAIL_CHARS = 4096
 # text to its column (PostgreSQL refuses a longer value, and the answer would be lost) and reads
 # turn what no view can show into "unknown", so one bad row shows as bad and the others as usual.
 MODEL_CHARS, STATUS_CHARS, CREATOR_CHARS = 200, 32, 200  # the column widths below
+ID_CHARS, BATCH_ID_CHARS = 64, 32
 TEXT_CHARS = 4000  # error and note: a message, not a dump
 
 metadata = sa.MetaData()
@@ -59,6 +62,10 @@ predictions = sa.Table(
     # Schema 2: which tracker is polling it now, and until when its claim holds (epoch seconds).
     sa.Column("lease_owner", sa.String(200)),
     sa.Column("lease_until", sa.Float),
+    # Schema 4: lineage and batch, written once when the prediction is recorded, never updated.
+    sa.Column("parent_id", sa.String(ID_CHARS)),  # the prediction whose output this one edited
+    sa.Column("parent_output", sa.Integer),  # that output's idx
+    sa.Column("batch_id", sa.String(BATCH_ID_CHARS)),
 )
 # Every listing is "newest first" (created_at, then id to break ties), optionally filtered.
 sa.Index("ix_predictions_created", predictions.c.created_at.desc(), predictions.c.id.desc())
@@ -66,6 +73,9 @@ sa.Index("ix_predictions_status", predictions.c.status, predictions.c.created_at
 sa.Index("ix_predictions_model", predictions.c.model, predictions.c.created_at, predictions.c.id)
 sa.Index("ix_predictions_creator", predictions.c.creator, predictions.c.created_at, predictions.c.id)
 sa.Index("ix_predictions_tracking", predictions.c.tracking, predictions.c.next_poll_at)
+# A prediction's children (its chain), and a batch's predictions, newest first.
+sa.Index("ix_predictions_parent", predictions.c.parent_id, predictions.c.created_at, predictions.c.id)
+sa.Index("ix_predictions_batch", predictions.c.batch_id, predictions.c.created_at, predictions.c.id)
 
 outputs = sa.Table(
     "outputs",

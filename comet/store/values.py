@@ -53,6 +53,17 @@ def count(value: object) -> int:
         return 0
 
 
+def index(value: object) -> int | None:
+    """A stored position (an output's idx): a whole number from 0, else unknown."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        found = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return found if found >= 0 and found == value else None
+
+
 def number(value: object) -> float | None:
     """A stored number as a finite float, or None (NULL, NaN, infinite, text)."""
     if isinstance(value, bool):

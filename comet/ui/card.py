@@ -26,10 +26,12 @@ from comet.prediction import is_valid_id, seed_of
 from comet.prices import usd
 from comet.store import HistoryUnavailable, Record
 from comet.ui.context import Connection
+from comet.ui.image_input import EDIT_PARAM, OUTPUT_PARAM
 from comet.ui.safe import badge_label, plain
 from comet.ui.status import STATUS_STYLE, style
 
 HISTORY_PAGE = "pages/history.py"
+CREATE_PAGE = "pages/create.py"
 TICK_SECONDS = 1.0
 # Near a run's predicted end a tick waits up to this long for the tracker's next poll (less than
 # a tick, so ticks never pile up); LATE_WAIT: how long after the predicted end it still does.
@@ -307,7 +309,8 @@ def _images(conn: Connection, record: Record, key: str) -> None:
             # At most its natural size (a 512 px image stretched over a wide column blurs); the
             # fullscreen button and Download give it whole.
             st.image(_display(data), width="content")
-            st.download_button(
+            row = st.container(horizontal=True, gap="small")
+            row.download_button(
                 "Download",
                 data,
                 file_name=export.output_file_name(record.prompt, record.id, output.idx, content_type),
@@ -316,6 +319,12 @@ def _images(conn: Connection, record: Record, key: str) -> None:
                 icon=":material/download:",
                 on_click="ignore",
             )
+            # A link, not a button: it works inside this fragment, and the address keeps the edit
+            # (a reload opens the same one).
+            row.page_link(CREATE_PAGE, label="Edit this image", icon=":material/edit:",
+                          query_params={EDIT_PARAM: record.id, OUTPUT_PARAM: str(output.idx)},
+                          help="Open Create with this image as the input of a model that edits images; "
+                          "the new prediction is recorded as its edit.")
     if len(record.outputs) > 1:
         # Made on click (not on every run of the card): the ZIP holds every image again.
         st.download_button(
@@ -390,10 +399,10 @@ def _gallery_link(record: Record) -> None:
 def _gallery_tile(conn: Connection, record: Record) -> bytes:
     if record.outputs:
         try:
-            return _tile(conn.store, record.id, record.outputs[0].idx) or _blank_tile()
+            return _tile(conn.store, record.id, record.outputs[0].idx) or blank_tile()
         except (LookupError, MediaUnavailable):  # not readable now: no tile this run, none cached
             pass
-    return _blank_tile()
+    return blank_tile()
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -416,7 +425,7 @@ def _tile(_store, prediction_id: str, idx: int) -> bytes | None:
 
 
 @functools.cache
-def _blank_tile() -> bytes:
+def blank_tile() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (TILE_SIDE, TILE_SIDE), TILE_BACKGROUND).save(buffer, format="PNG")
     return buffer.getvalue()

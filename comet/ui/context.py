@@ -53,9 +53,10 @@ class Connection:
     def estimate(self, model_id: str, model_input: Mapping) -> prices.Estimate | None:
         return prices.estimate(model_id, model_input, self.price_rules)
 
-    def track(self, prediction, creator: str | None) -> None:
-        """Hand a prediction to the tracker; one made with a personal key is polled with it."""
-        self.tracker.track(prediction, creator=creator, client=self.client if self.personal else None)
+    def track(self, prediction, creator: str | None, *, parent: tuple[str, int] | None = None) -> None:
+        """Hand a prediction to the tracker; one made with a personal key is polled with it.
+        `parent`: the stored image (prediction id, output idx) it edits."""
+        self.tracker.track(prediction, creator=creator, client=self.client if self.personal else None, parent=parent)
 
     def follow(self, prediction_id: str, creator: str | None):
         """Look a prediction up by id with this connection's key and have the tracker follow it:

@@ -16,6 +16,8 @@ import streamlit as st
 
 from comet import catalog
 from comet.catalog import Model, Param
+from comet.store import Store
+from comet.ui import image_input
 from comet.ui.image_input import ImageChoice
 from comet.ui.request_view import RAW_ON_KEY, RawInput
 from comet.ui.safe import plain
@@ -26,6 +28,7 @@ CHOSEN_KEY = "form.chosen"  # {parameter: value} the user set by hand, whatever 
 COMPARE_KEY = "compare.models"
 COMPARE_SAVED_KEY = "compare.saved"  # the same choice, kept while the widget is not drawn
 COMPARE_MAX = 3  # main model + 3: four requests per click at most
+EDIT_MODEL = "black-forest-labs/flux-kontext-pro"  # what "Edit this image" opens, unless the model takes images
 IMAGE_TYPES = ("image", "images")
 SEED_MAX = 2**32 - 1
 # Few choices read best as a segmented control; longer lists as a select box.
@@ -59,6 +62,18 @@ def model_picker() -> Model:
     )
     st.caption(f"{model.summary} · {images}", help=f"Model id: {model.id}")
     return model
+
+
+def apply_edit_link(store: Store) -> None:
+    """Before the model picker: a new `?edit=` link (Edit this image) puts its image in as the
+    input and, unless the chosen model takes images, picks EDIT_MODEL (any model that takes
+    images stays selectable). The form is in charge, not the JSON editor."""
+    if not image_input.edit_from_link(store):
+        return
+    chosen = catalog.MODELS.get(st.session_state.get(MODEL_KEY))
+    if chosen is None or not chosen.takes_images:
+        st.session_state[MODEL_KEY] = EDIT_MODEL
+    st.session_state[RAW_ON_KEY] = False
 
 
 def _apply_model_link() -> None:

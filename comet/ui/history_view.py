@@ -23,18 +23,27 @@ from streamlit.delta_generator import DeltaGenerator
 from comet import catalog, errors, export, images, snippets
 from comet.prediction import KNOWN_STATUSES, is_valid_id
 from comet.store import HistoryFilter, HistoryUnavailable, Record
+from comet.store.queries import CHAIN_CHILDREN
 from comet.ui import card, form
+from comet.ui.batch_view import BATCH_PARAM
 from comet.ui.context import Connection, current_user
 from comet.ui.safe import plain
 from comet.ui.status import TABLE_COLORS
 
 PAGE_SIZE = 50
+CHAIN_PARAM, BATCH_FILTER_PARAM = "chain", "batch_filter"
+BATCH_SELECT_KEY = "history.batch"
+BATCH_PAGE = "pages/batch.py"
+RECENT_BATCHES = 20  # in the Batch filter (a link reaches any batch)
+CHAIN_TILE = 96  # px: a chain's thumbnails in the detail view
+_BATCH_ID = re.compile(r"[0-9a-f]{32}")
 WATCH_SECONDS = 2.0
 DETAIL_PARAM = "id"
 TABLE_KEY = "history.table"
 PAGE_KEY = "history.page"
 SHOWN_FILTERS_KEY = "history.shown_filters"
 CREATE_PAGE = "pages/create.py"
+HISTORY_PAGE = "pages/history.py"
 ROW_HEIGHT = 48
 # The detail view: parameters are listed with values this long at most (the JSON has them whole),
 # at most this many (an input from elsewhere may hold anything); input images as thumbnails this
@@ -59,13 +68,20 @@ class Filters:
     models: tuple[str, ...] = ()
     text: str = ""
     creator: str | None = None
+    batch: str | None = None  # ?batch_filter=: the predictions one batch sent
+    chain: str | None = None  # ?chain=: the edit chain through one prediction (HistoryFilter.chain)
 
     def query(self) -> HistoryFilter:
-        return HistoryFilter(statuses=self.statuses, models=self.models, text=self.text, creator=self.creator)
+        return HistoryFilter(statuses=self.statuses, models=self.models, text=self.text, creator=self.creator,
+                             batch=self.batch, chain=self.chain)
 
 
 def filters(conn: Connection) -> Filters:
-    status_column, model_column, text_column, mine_column = st.columns([2, 3, 2.5, 1.5], vertical_alignment="bottom")
+    recent = _recent_batches(conn)
+    batch = _linked_batch()
+    widths = [2, 3, 2.5, 1.5] + ([2.5] if recent or batch else [])
+    status_column, model_column, text_column, mine_column, *batch_column = st.columns(
+        widths, vertical_alignment="bottom")
     statuses = status_column.multiselect("Status", KNOWN_STATUSES, key="history.status", placeholder="Any status")
     models = model_column.multiselect("Model", conn.store.models(), key="history.model",
                                       format_func=card.model_title, placeholder="Any model")
@@ -73,7 +89,70 @@ def filters(conn: Connection) -> Filters:
     user = current_user()
     mine = mine_column.toggle("Mine", key="history.mine", disabled=user is None,
                               help="Only predictions you created (needs sign-in; with the app's password, your name).")
-    return Filters(tuple(statuses), tuple(models), text, user if mine and user else None)
+    if batch_column:
+        with batch_column[0]:
+            batch = _batch_filter(recent, batch)
+    return Filters(tuple(statuses), tuple(models), text, user if mine and user else None, batch, _chain_filter())
+
+
+def _recent_batches(conn: Connection) -> dict[str, str]:
+    """{batch id: its label} of the newest batches, for the Batch filter."""
+    if conn.batches is None:
+        return {}
+    return {batch.id: batch_label(batch.id, batch.title) for batch in conn.batches.recent(RECENT_BATCHES)}
+
+
+def batch_label(batch_id: str, title: str | None) -> str:
+    """A batch as the table and the filter name it: its title, else its id's start."""
+    return card.trimmed(title, 40) if title and title.strip() else f"Batch {batch_id[:8]}"
+
+
+def _linked_batch() -> str | None:
+    wanted = st.query_params.get(BATCH_FILTER_PARAM)
+    if wanted is None:
+        return None
+    if not _BATCH_ID.fullmatch(wanted):
+        st.warning(f"“{plain(wanted, limit=80)}” is not a batch id: the batch filter is off.",
+                   icon=":material/filter_alt_off:")
+        return None
+    return wanted
+
+
+def _batch_filter(recent: dict[str, str], linked: str | None) -> str | None:
+    """A select of the newest batches, in step with ?batch_filter= (a link to share)."""
+    options: list[str | None] = [None, *recent]
+    if linked is not None and linked not in recent:
+        options.append(linked)  # an older batch, from a link
+    st.session_state[BATCH_SELECT_KEY] = linked  # the address is in charge; the select writes it
+
+    def chosen() -> None:
+        picked = st.session_state.get(BATCH_SELECT_KEY)
+        if picked:
+            st.query_params[BATCH_FILTER_PARAM] = picked
+        else:
+            st.query_params.pop(BATCH_FILTER_PARAM, None)
+
+    return st.selectbox("Batch", options, key=BATCH_SELECT_KEY, on_change=chosen,
+                        format_func=lambda option: "Any batch" if option is None
+                        else recent.get(option, f"Batch {option[:8]}"))
+
+
+def _chain_filter() -> str | None:
+    """?chain=<id>, shown as a note with a way back to everything."""
+    wanted = st.query_params.get(CHAIN_PARAM)
+    if wanted is None:
+        return None
+    row = st.container(horizontal=True, vertical_alignment="center")
+    if not is_valid_id(wanted):
+        row.warning(f"“{plain(wanted, limit=80)}” is not a prediction id: the chain filter is off.",
+                    icon=":material/filter_alt_off:")
+        wanted = None
+    else:
+        row.caption(f":material/account_tree: Only the edit chain through {card.id_label(wanted)}: its "
+                    "ancestors and every edit of it.")
+    row.button("Show all predictions" if wanted else "Clear", key="history.clear_chain", icon=":material/close:",
+               on_click=lambda: st.query_params.pop(CHAIN_PARAM, None))
+    return wanted
 
 
 def watcher(conn: Connection) -> None:
@@ -120,12 +199,17 @@ def table(conn: Connection, chosen: Filters, toolbar: DeltaGenerator) -> list[st
     frame["cost"] = frame["id"].map(lambda prediction_id: costs.get(prediction_id))
     frame["creator"] = frame["creator"].fillna("")
     frame["thumbnail"] = frame["thumbnail"].map(letterboxed)
-    # Ids first (what people copy into scripts and messages); Creator only where someone signed in,
-    # so that without sign-in its room goes to the prompt.
+    frame["batch"] = _batch_names(conn, frame["batch_id"])
+    # Ids first (what people copy into scripts and messages); Creator only where someone signed in
+    # and Batch only where a batch sent a row, so that otherwise their room goes to the prompt.
     order = ["thumbnail", "status", "id", "prompt", "model", "created", "run_time", "cost"]
     with_creator = bool(frame["creator"].astype(bool).any())
     if with_creator:
         order.append("creator")
+    with_batch = bool(frame["batch"].astype(bool).any())
+    if with_batch:
+        order.append("batch")
+    prompt_width = max(92, 182 - 90 * (with_creator + with_batch))
     event = st.dataframe(
         frame,
         key=_table_key(frame["id"]),
@@ -143,7 +227,7 @@ def table(conn: Connection, chosen: Filters, toolbar: DeltaGenerator) -> list[st
             "status": st.column_config.MultiselectColumn(
                 "Status", width=92, options=list(TABLE_COLORS), color=list(TABLE_COLORS.values())),
             "id": st.column_config.TextColumn("Prediction id", width=210),
-            "prompt": st.column_config.TextColumn("Prompt", width=92 if with_creator else 182),
+            "prompt": st.column_config.TextColumn("Prompt", width=prompt_width),
             "model": st.column_config.TextColumn("Model", width=112),
             # Exact and short, in the viewer's own time zone ("a few seconds ago" took 120 px).
             "created": st.column_config.DatetimeColumn("Created", format="MMM D, HH:mm", width=96,
@@ -152,9 +236,19 @@ def table(conn: Connection, chosen: Filters, toolbar: DeltaGenerator) -> list[st
             "cost": st.column_config.NumberColumn("Cost", width=60, format="$%.3f",
                                                   help="Estimated from the price list; the bill is CometAPI's."),
             "creator": st.column_config.TextColumn("Creator", width=100),
+            "batch": st.column_config.TextColumn("Batch", width=100, help="The batch that sent it"),
         },
     )
     return [frame["id"].iloc[row] for row in event.selection.rows]
+
+
+def _batch_names(conn: Connection, batch_ids: pd.Series) -> pd.Series:
+    """Each row's batch by its title (else its id's start); "" for a row no batch sent."""
+    titles: dict[str, str] = {}
+    for batch_id in {value for value in batch_ids if isinstance(value, str) and value}:
+        found = conn.batches.get(batch_id) if conn.batches is not None else None
+        titles[batch_id] = batch_label(batch_id, found.title if found else None)
+    return batch_ids.map(lambda value: titles.get(value, "") if isinstance(value, str) else "")
 
 
 def viewer_timezone() -> str | None:
@@ -239,6 +333,8 @@ def detail(conn: Connection, prediction_id: str) -> None:
         card.live_card(conn, prediction_id, key=f"detail-{prediction_id}", on_reuse=_reuse_on_create_page)
     with facts:
         _facts(record)
+        _batch(conn, record)
+    chain(conn, record)
     with st.expander("Input (JSON sent)", icon=":material/data_object:"):
         st.caption("Inline images are shortened here; the download has them whole.")
         st.code(json.dumps({"input": snippets.shorten_data_uris(record.input)}, indent=2, ensure_ascii=False),
@@ -282,6 +378,75 @@ def _facts(record: Record) -> None:
         f"- Run time: {plain(card.seconds(record.run_time))}",
         f"- Creator: {plain(record.creator or '–', limit=200)}",
     ]))
+
+
+def _batch(conn: Connection, record: Record) -> None:
+    """The batch that sent it: a link to its contact sheet, and its predictions in the table."""
+    if not record.batch_id:
+        return
+    found = conn.batches.get(record.batch_id) if conn.batches is not None and _BATCH_ID.fullmatch(record.batch_id) else None
+    st.caption("Batch")
+    row = st.container(horizontal=True, vertical_alignment="center")
+    label = batch_label(record.batch_id, found.title if found else None)
+    if found is not None:
+        row.page_link(BATCH_PAGE, label=plain(label), icon=":material/grid_view:",
+                      query_params={BATCH_PARAM: record.batch_id}, help="Its contact sheet")
+    else:
+        row.markdown(f"{plain(label)} (no longer stored)")
+    row.button("Show this batch in the table", key="history.show_batch", icon=":material/filter_alt:",
+               on_click=_filter_to, args=(BATCH_FILTER_PARAM, record.batch_id))
+
+
+def chain(conn: Connection, record: Record) -> None:
+    """Where this prediction sits in an edit chain: its ancestors (oldest first), itself (marked)
+    and its edits, as thumbnails linking to their details; nothing when it is in no chain."""
+    lineage = conn.store.lineage(record.id)
+    if record.parent_id is None and not lineage.children:
+        return
+    st.caption("Chain")
+    # Each ancestor shows the image the next one edited; itself and its edits their first image.
+    edited = [link.parent_output for link in lineage.ancestors[1:]] + [record.parent_output]
+    row = st.container(horizontal=True, gap="small")
+    for n, (link, idx) in enumerate(zip(lineage.ancestors, edited)):  # none: the parent is not stored
+        role = "parent" if n == len(lineage.ancestors) - 1 else "earlier"
+        if link.parent_id is None:  # where the chain starts
+            role = "original" if role == "earlier" else "parent, original"
+        _chain_tile(conn, row, link.id, idx, role, link.status)
+    first = record.outputs[0].idx if record.outputs else None
+    _chain_tile(conn, row, record.id, first, "this one", record.status, current=True)
+    for link in lineage.children:
+        _chain_tile(conn, row, link.id, link.outputs[0] if link.outputs else None, "edit", link.status)
+    notes = []
+    if record.parent_id is not None and not lineage.ancestors:
+        notes.append(f"Edited from {card.shown_id(record.parent_id)}, which is not in this history.")
+    if lineage.cut:
+        notes.append("Earlier generations are not shown here.")
+    if len(lineage.children) >= CHAIN_CHILDREN:
+        notes.append(f"The first {CHAIN_CHILDREN} edits are shown; the table lists them all.")
+    if notes:
+        st.caption(" ".join(notes))
+    st.button("Show this chain in the table", key="history.show_chain", icon=":material/account_tree:",
+              on_click=_filter_to, args=(CHAIN_PARAM, record.id),
+              help="Only this prediction, the images it came from and every edit of it")
+
+
+def _chain_tile(conn: Connection, row: DeltaGenerator, prediction_id: str, idx: int | None, role: str,
+                status: str, current: bool = False) -> None:
+    tile = row.container(width=CHAIN_TILE + 24, gap=None)
+    thumbnail = conn.store.thumbnail(prediction_id, idx) if idx is not None else None
+    tile.image(thumbnail[1] if thumbnail else card.blank_tile(), width=CHAIN_TILE)
+    if current:
+        tile.markdown(f"**{card.id_label(prediction_id)}**")  # itself: bold, and no link to where we are
+    else:
+        tile.page_link(HISTORY_PAGE, label=card.id_label(prediction_id), query_params={DETAIL_PARAM: prediction_id},
+                       help=f"Open this {role} in History")
+    words = role if status == "succeeded" else f"{role} · {card.trimmed(status, 12)}"
+    tile.caption(plain(words))
+
+
+def _filter_to(param: str, value: str) -> None:
+    """Callback: filter the table (the address says how, for a link to share)."""
+    st.query_params[param] = value
 
 
 def parameters(model_input: dict, model: catalog.Model | None, *, skip: set[str]) -> list[tuple[str, str]]:

@@ -75,10 +75,14 @@ def generate_button(label: str) -> bool:
     return st.button(label, type="primary", icon=":material/auto_awesome:", width="stretch")
 
 
-def send(conn: Connection, outgoing: list[tuple[str, dict[str, Any]]]) -> None:
+def send(conn: Connection, outgoing: list[tuple[str, dict[str, Any]]],
+         parents: list[tuple[str, int] | None] | None = None) -> None:
     """Create each (model, input) on a background thread, record it, and remember it for this
     session's page. Refused while another send is in flight, and for the same input again
-    within DOUBLE_CLICK_WINDOW of the last one. Reruns the page if the answer is slow."""
+    within DOUBLE_CLICK_WINDOW of the last one. Reruns the page if the answer is slow.
+    `parents`: per request, the stored image (prediction id, output idx) it edits, if any."""
+    parents = list(parents or [])
+    parents += [None] * (len(outgoing) - len(parents))
     fingerprint = json.dumps(outgoing, sort_keys=True, default=str)
     creator = current_user()  # before the claim: nothing between it and the thread may raise
     with _LOCK:
@@ -89,7 +93,7 @@ def send(conn: Connection, outgoing: list[tuple[str, dict[str, Any]]]) -> None:
             return  # the same click twice: one request only
         sending = _Sending(fingerprint)
         st.session_state[SENDING_KEY] = sending
-    threading.Thread(target=_create_all, args=(conn, outgoing, creator, sending),
+    threading.Thread(target=_create_all, args=(conn, outgoing, creator, sending, parents),
                      name="comet-create", daemon=True).start()
     if not sending.done.wait(SETTLE_SECONDS):
         st.rerun()  # draw the page again in its "Sending…" state
@@ -97,13 +101,13 @@ def send(conn: Connection, outgoing: list[tuple[str, dict[str, Any]]]) -> None:
 
 
 def _create_all(conn: Connection, outgoing: list[tuple[str, dict[str, Any]]], creator: str | None,
-                sending: _Sending) -> None:
+                sending: _Sending, parents: list[tuple[str, int] | None]) -> None:
     """The thread: no Streamlit call here. Each create's estimated cost is reserved first (and
     refused, with nothing sent, if it would pass a spending limit); the reservation then follows
     the prediction, is released when the create certainly failed, and stays counted when its
     answer was lost (it may have been billed)."""
     try:
-        for model_id, model_input in outgoing:
+        for (model_id, model_input), parent in zip(outgoing, parents, strict=True):
             prediction = None
             try:
                 reservation = _reserve(conn, creator, model_id, model_input)
@@ -119,7 +123,7 @@ def _create_all(conn: Connection, outgoing: list[tuple[str, dict[str, Any]]], cr
                     _settle_reservation(conn.ledger.release, reservation)
                     raise
                 # Recorded here, not by the page: the prediction is never lost.
-                conn.track(prediction, creator=creator)
+                conn.track(prediction, creator=creator, parent=parent)
                 _settle_reservation(conn.ledger.attach, reservation, prediction.id)
             except errors.CometError as exc:
                 sending.failures.append(Failure(model_id, exc.message, exc.request_id, exc.detail,

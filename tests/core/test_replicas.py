@@ -61,9 +61,9 @@ def test_replicas_starting_together_on_a_new_database_create_the_schema_once(dat
     results = [process.communicate(timeout=60) for process in starting]
 
     assert [process.returncode for process in starting] == [0] * 4, [err for _, err in results]
-    assert [out.strip() for out, _ in results] == ["3"] * 4
+    assert [out.strip() for out, _ in results] == ["4"] * 4
     history = Store(database_url)
-    assert history.count() == 0 and history.schema_version == 3
+    assert history.count() == 0 and history.schema_version == 4
     history.close()
 
 
