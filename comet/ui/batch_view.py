@@ -203,6 +203,8 @@ def contact_sheet(conn: Connection, batch_id: str) -> None:
                            file_name=f"batch-{batch_id[:8]}.zip", mime="application/zip",
                            icon=":material/folder_zip:", on_click="ignore", key="batch.zip",
                            help="Every stored image, and cells.csv with each cell's exact input.")
+        st.page_link(HISTORY_PAGE, label="Show in History", icon=":material/history:",
+                     query_params={"batch_filter": batch_id}, help="This batch's predictions in the History table")
     st.fragment(_sheet_body, run_every=TICK_SECONDS if live else None)(conn, batch_id, live)
 
 

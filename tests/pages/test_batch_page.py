@@ -14,6 +14,7 @@ from PIL import Image
 
 from comet import sheet
 from comet.batch import CANCELED, SENT, Batches
+from comet.prediction import Prediction
 from comet.store import Store
 from support.api import KEY, api_requests
 from support.apptest import open_app
@@ -129,6 +130,17 @@ def test_run_batch_with_three_prompts_by_two_variations_creates_six_predictions_
     again = open_app(page=BATCH, query={"batch": batch_id}, COMETAPI_KEY=KEY, COMETAPI_BASE_URL=sim.url)
     assert "6 of 6 done" in progress_text(again) and len(again.image) == 6
     assert len(creates(sim)) == 6  # opening it sends nothing
+    # "Show in History" opens the table filtered to this batch's six predictions (not the
+    # prediction made outside it).
+    outside = Store.for_settings(app_settings(sim))
+    outside.record(Prediction(id="notinbatch0000000000000000", model=SCHNELL, status="succeeded",
+                              input={"prompt": "made on the Create page"}))
+    outside.close()
+    (history,) = [link for link in again.get("page_link") if link.proto.label == "Show in History"]
+    assert history.proto.query_string == f"batch_filter={batch_id}"
+    table = open_app(page="pages/history.py", query={"batch_filter": batch_id}, COMETAPI_KEY=KEY,
+                     COMETAPI_BASE_URL=sim.url)
+    assert not table.exception and "6 predictions" in " ".join(str(c.value) for c in table.caption)
 
 
 def test_a_sweep_over_three_guidance_values_sends_those_values(sim):
