@@ -1,7 +1,7 @@
 """Take the README's screenshots from the running app (demo mode) in headless Chromium.
 
     python tests/support/screenshots.py   # writes tests/screenshots/*.png: create-light, create-dark,
-                                          # history-light, history-detail-light, usage-light
+                                          # history-light, history-detail-light, usage-light, batch-light
     python tests/support/screenshots.py history   # only those whose names start with "history"
 """
 
@@ -45,6 +45,34 @@ def to_top(page) -> None:
     page.wait_for_timeout(300)
 
 
+def batch(page, url: str) -> None:
+    """A sweep of guidance over two prompts on FLUX.1 [dev], its contact sheet filled in."""
+    page.set_viewport_size({"width": 1360, "height": 1240})
+    page.goto(f"{url}/batch")
+    wait_until_idle(page)
+    page.get_by_role("textbox", name="Prompts").fill("\n".join(PROMPTS))
+    page.get_by_role("textbox", name="Prompts").press("Control+Enter")
+    wait_until_idle(page)
+    models = page.get_by_test_id("stMultiSelect").first.get_by_role("combobox")
+    models.click()
+    models.press("Backspace")  # FLUX.1 [schnell] out: it has no guidance to sweep
+    page.get_by_role("option", name="FLUX.1 [dev]").click()
+    page.keyboard.press("Escape")
+    wait_until_idle(page)
+    page.get_by_test_id("stSelectbox").filter(has_text="Sweep (columns)").click()
+    page.get_by_role("option", name="Guidance").click()
+    wait_until_idle(page)
+    values = page.get_by_role("textbox", name="Values of Guidance")
+    values.fill("2, 3.5, 5")
+    values.press("Enter")
+    wait_until_idle(page)
+    page.get_by_role("button", name="Run batch").click()
+    expect(page.get_by_text("done · ").first).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("0 pending")).to_be_visible(timeout=60_000)
+    page.wait_for_timeout(2500)
+    to_top(page)
+
+
 def main(only: list[str]) -> None:
     """Every screenshot, or those whose names start with one of `only` (e.g. "history")."""
     def save(page, name: str) -> None:
@@ -81,6 +109,8 @@ def main(only: list[str]) -> None:
                 wait_until_idle(page)
                 page.wait_for_timeout(1500)
                 save(page, "usage-light")
+                batch(page, app.url)
+                save(page, "batch-light")
             page.close()
         browser.close()
 
