@@ -47,7 +47,8 @@ def run(cells: int, concurrency: int, delay: float, database_url: str | None, fo
     assert planned.ok, planned.problems
     with Sim(start_delay=0.05, run_time=0.5, create_delay=delay) as sim, Client(sim.url, KEY) as client:
         runner = BatchRunner(batches, create=client.create,
-                             track=lambda prediction, creator: store.record(prediction, creator=creator),
+                             track=lambda prediction, creator, batch_id: store.record(
+                                 prediction, creator=creator, batch_id=batch_id),
                              ledger=Ledger(store), limits=Limits(), concurrency=concurrency).start()
         try:
             started = time.perf_counter()

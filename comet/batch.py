@@ -862,8 +862,8 @@ def _clip(text: str | None) -> str | None:
 class BatchRunner:
     """Sends the cells of every running batch in this database: one per server process, started
     by the app server (not a browser session). `create(model, input) -> Prediction` is the
-    client's create (never retried by it); `track(prediction, creator)` records it and has it
-    followed (Connection.track); `cancel(prediction_id)` cancels a running one (the tracker's).
+    client's create (never retried by it); `track(prediction, creator, batch_id=...)` records it
+    and has it followed (Tracker.track); `cancel(prediction_id)` cancels a running one (the tracker's).
     With a `ledger`, each create's `estimate` is reserved first against `limits`."""
 
     def __init__(
@@ -1133,7 +1133,9 @@ class BatchRunner:
         with self._lock:
             self._throttled = 0
         try:
-            self._track(prediction, cell.creator)  # the history first: an accepted prediction is never lost
+            # The history first (an accepted prediction is never lost), with its batch: the
+            # tracker keeps both if the database is down and records them when it is back.
+            self._track(prediction, cell.creator, batch_id=cell.batch_id)
         except Exception:
             log.exception("batch %s cell %d: could not hand %s to the tracker", cell.batch_id, cell.idx, prediction.id)
         if reservation is not None:

@@ -50,7 +50,8 @@ def runners(store, batches, client):
     def make(**options) -> BatchRunner:
         options.setdefault("poll", 0.2)
         runner = BatchRunner(batches, create=client.create, cancel=client.cancel,
-                             track=lambda prediction, creator: store.record(prediction, creator=creator),
+                             track=lambda prediction, creator, batch_id: store.record(
+                                 prediction, creator=creator, batch_id=batch_id),
                              **options)
         made.append(runner)
         return runner.start()

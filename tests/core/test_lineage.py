@@ -179,10 +179,15 @@ def test_the_page_and_the_csv_export_carry_parent_and_batch(store):
     assert (by_id[pid(3)]["parent_id"], by_id[pid(3)]["batch_id"]) == ("", BATCH)
 
 
-def test_a_batchs_predictions_name_their_batch(sim, client, store):
+@pytest.mark.parametrize("passed_on", [True, False], ids=["by-track", "stamped-when-settled"])
+def test_a_batchs_predictions_name_their_batch(sim, client, store, passed_on):
+    # The runner hands the batch id to track(); should a track not keep it (or the row be
+    # recorded late), marking the cell sent stamps it on the row all the same.
+    def track(prediction, creator, batch_id):
+        store.record(prediction, creator=creator, batch_id=batch_id if passed_on else None)
+
     batches = Batches(store)
-    runner = BatchRunner(batches, create=client.create, poll=0.2,
-                         track=lambda prediction, creator: store.record(prediction, creator=creator)).start()
+    runner = BatchRunner(batches, create=client.create, poll=0.2, track=track).start()
     try:
         batch_id = runner.submit(plan(BatchSpec(prompts=("a fox", "a boat"), models=(SCHNELL,), variations=1, seed=5)))
         wait_until(lambda: not batches.get(batch_id).active)

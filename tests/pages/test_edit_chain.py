@@ -247,7 +247,8 @@ def test_a_batchs_predictions_show_their_batch_in_history(sim, history):
     alone, = history.add("made on Create")
     batches = Batches(history.store)
     runner = BatchRunner(batches, create=history.client.create, poll=0.2,
-                         track=lambda prediction, creator: history.store.record(prediction, creator=creator)).start()
+                         track=lambda prediction, creator, batch_id: history.store.record(
+                             prediction, creator=creator, batch_id=batch_id)).start()
     try:
         batch_id = runner.submit(plan(BatchSpec(prompts=("a fox", "a boat"), models=(SCHNELL,), variations=1, seed=5)),
                                  title="Foxes and boats")
