@@ -14,8 +14,9 @@ CORE = ROOT / "comet"
 NETWORK = {"comet.client", "comet.fetch", "comet.net", "comet.sim", "comet.tracker"}
 # The store is a package: every module of it is on the ground floor.
 STORE = sorted(f"store/{path.stem}" for path in (CORE / "store").glob("*.py"))
+BATCH = sorted(f"batch/{path.stem}" for path in (CORE / "batch").glob("*.py"))
 GROUND = ["config", "errors", "prediction", "catalog", "prices", "media", "images", *STORE, "ledger",
-          "export", "redact", "throttle", "signin", "snippets", "batch", "sheet"]
+          "export", "redact", "throttle", "signin", "snippets", *BATCH, "sheet"]
 # Every core module, `ui` aside (Streamlit's own pieces), as a path under comet/ without ".py".
 CORE_MODULES = sorted(str(path.relative_to(CORE).with_suffix("").as_posix()) for path in CORE.rglob("*.py")
                       if path.relative_to(CORE).parts[0] != "ui")
