@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from comet.config import Settings
-from comet.media import FileMedia, MediaError, from_setting
+from comet.media import FileMedia, MediaError, MediaUnavailable, from_setting
 from comet.store import Store, outputs
 from support.media import bytes_in_database, png, saved
 
@@ -126,3 +126,25 @@ def test_a_bad_retention_setting_is_refused(tmp_path):
     assert Settings.from_sources({"COMET_MEDIA_RETENTION_DAYS": "30"}, {}).media_retention_days == 30
     with pytest.raises(ValueError, match="COMET_MEDIA_RETENTION_DAYS must be a number of days"):
         Settings.from_sources({"COMET_MEDIA_RETENTION_DAYS": "forever"}, {})
+
+
+def test_a_media_folder_that_cannot_be_written_keeps_the_image_in_the_database(database_url, tmp_path):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the media folder should be")
+    unwritable = FileMedia(blocked / "media")
+    with pytest.raises(MediaUnavailable, match="cannot be made"):
+        unwritable.check()
+    FileMedia(tmp_path / "media").check()  # the good case: a folder it can make
+    store = Store(database_url, media=unwritable)
+    try:
+        prediction_id = saved(store, 90)
+        assert bytes_in_database(store) == len(png())  # kept where it could go, not dropped
+        assert store.output_bytes(prediction_id, 0) == ("image/png", png())
+    finally:
+        store.close()
+    moved = Store(database_url, media=FileMedia(tmp_path / "media"))
+    try:
+        assert moved.move_media() == 1 and bytes_in_database(moved) == 0
+        assert moved.output_bytes(prediction_id, 0) == ("image/png", png())
+    finally:
+        moved.close()
