@@ -26,6 +26,7 @@ leaves no cell uncertain; a restart resumes the pending cells. Cell states:
     pending -> sending -> sent | failed | refused | canceled | uncertain
                        -> pending (a 429, an unreachable API, a stop: it was not sent)
     pending -> canceled | refused (the batch was canceled, or a spending limit refused it)
+    failed | refused | uncertain -> pending (the user sends them again, once the batch finished)
 
 One job per module: `planning` (pure: spec to cells), `cells` (the tables and `Batches`, their
 reads and writes), `runner` (`BatchRunner`).
@@ -43,6 +44,7 @@ from .cells import (  # noqa: F401 - the package's public names
     MESSAGE_CHARS,
     PENDING,
     REFUSED,
+    RESENDABLE,
     RUNNING,
     SENDING,
     SENT,

@@ -24,6 +24,7 @@ MESSAGE_CHARS = 1000
 PENDING, SENDING, SENT = "pending", "sending", "sent"
 FAILED, REFUSED, CANCELED, UNCERTAIN = "failed", "refused", "canceled", "uncertain"
 UNSENT = (PENDING, SENDING)
+RESENDABLE = (FAILED, REFUSED, UNCERTAIN)  # not sent, or maybe not: a user may send them again
 # Batch states.
 RUNNING, FINISHED = "running", "finished"  # and CANCELED
 
@@ -301,6 +302,30 @@ class Batches:
             count = conn.execute(sa.update(cell_table).where(c.batch_id == batch_id, c.state == PENDING)
                                  .values(state=CANCELED, error=CANCELED_NOTE)).rowcount
             self._finish(conn, [batch_id], now)
+            return count
+
+        return self._store._write(work)
+
+    def send_again(self, batch_id: str, states: Iterable[str]) -> int:
+        """A user's choice: the batch's cells in `states` (of RESENDABLE: failed, refused by a
+        spending limit, or uncertain) go back to pending with the same inputs and seeds, and the
+        batch runs again without its stop note. Only a finished batch that was not canceled: a
+        second click (or another tab) finds it running and sends nothing more. Returns how many."""
+        wanted = [state for state in states if state in RESENDABLE]
+        c, b = cell_table.c, batch_table.c
+
+        def work(conn: sa.Connection) -> int:
+            row = conn.execute(sa.select(b.state, b.finished_at).where(b.id == batch_id).with_for_update()).first()
+            if row is None or row.state == CANCELED or row.finished_at is None or not wanted:
+                return 0
+            # The lease owner goes too: an uncertain cell's first sender, alive after all, must
+            # not settle the new attempt.
+            count = conn.execute(sa.update(cell_table).where(c.batch_id == batch_id, c.state.in_(wanted))
+                                 .values(state=PENDING, error=None, lease_owner=None, lease_until=None,
+                                         reservation=None, attempts=0, not_before=0.0)).rowcount
+            if count:
+                conn.execute(sa.update(batch_table).where(b.id == batch_id)
+                             .values(state=RUNNING, finished_at=None, stop_note=None))
             return count
 
         return self._store._write(work)

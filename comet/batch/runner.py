@@ -146,6 +146,15 @@ class BatchRunner:
         self.wake()
         return batch_id
 
+    def send_again(self, batch_id: str, *, uncertain: bool = False) -> int:
+        """Send the finished batch's failed and refused cells again (and, only when asked, the
+        uncertain ones, which may have been created and billed already); returns how many. Each
+        is reserved against the spending limit again as it is sent."""
+        states = (FAILED, REFUSED, UNCERTAIN) if uncertain else (FAILED, REFUSED)
+        count = self.batches.send_again(batch_id, states)
+        self.wake()
+        return count
+
     def cancel(self, batch_id: str) -> CancelResult:
         """Never send the batch's unsent cells, and ask the API to cancel its running predictions
         (one call each, from this thread). A create in flight right now still lands; its

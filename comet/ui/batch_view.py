@@ -31,6 +31,7 @@ TICK_SECONDS = 2.0
 RECENT = 20
 SEED_KEY = "batch.seed"
 NOTICE_KEY = "batch.notice"
+CONFIRM_KEY = "batch.confirm_unknown"  # the batch whose uncertain cells the user asked to send again
 ERROR_CHARS = 160  # a failed cell's message in the grid (the History detail has it whole)
 _BATCH_ID = re.compile(r"[0-9a-f]{32}")
 NOT_SWEPT = ("prompt", "seed")  # the rows and the variations already
@@ -145,14 +146,15 @@ class Tally:
     total: int
     sent: int
     succeeded: int
-    failed: int  # not sent (refused, failed, uncertain) or failed upstream
+    failed: int  # not sent (refused, failed) or failed upstream
+    unknown: int  # uncertain: may have been created (and billed), so not sent again by itself
     canceled: int
     pending: int  # not sent yet (pending or being sent)
     running: int  # sent, not ended
 
     @property
     def done(self) -> int:
-        return self.succeeded + self.failed + self.canceled
+        return self.succeeded + self.failed + self.canceled + self.unknown
 
 
 def tally(cells: list[core.Cell]) -> Tally:
@@ -160,8 +162,9 @@ def tally(cells: list[core.Cell]) -> Tally:
     status = [c.prediction_status for c in sent]
     return Tally(
         total=len(cells), sent=len(sent), succeeded=status.count(SUCCEEDED),
-        failed=sum(c.state in (core.FAILED, core.REFUSED, core.UNCERTAIN) for c in cells)
+        failed=sum(c.state in (core.FAILED, core.REFUSED) for c in cells)
         + sum(s in TERMINAL and s not in (SUCCEEDED, STATUS_CANCELED) for s in status),
+        unknown=sum(c.state == core.UNCERTAIN for c in cells),
         canceled=sum(c.state == core.CANCELED for c in cells) + status.count(STATUS_CANCELED),
         pending=sum(c.state in core.UNSENT for c in cells),
         running=sum(s not in TERMINAL for s in status))
@@ -189,12 +192,15 @@ def contact_sheet(conn: Connection, batch_id: str) -> None:
     if found.stop_note:
         st.warning(f"**Stopped:** {plain(found.stop_note)}", icon=":material/savings:")
     if notice := st.session_state.pop(NOTICE_KEY, None):
-        st.info(notice, icon=":material/cancel:")
+        text, icon = notice
+        st.info(text, icon=icon)
     with st.container(horizontal=True):
         if live and conn.batch_runner is not None:
             if st.button("Cancel batch", icon=":material/stop_circle:", key="batch.cancel",
                          help="What has not been sent is never sent; running predictions are asked to stop."):
                 _cancel(conn, batch_id)
+        if not live and found.state != core.CANCELED and conn.batch_runner is not None:
+            _send_again_buttons(conn, batch_id, cells)
         st.download_button("Download sheet (PNG)", data=lambda: sheet_png(conn, batch_id),
                            file_name=f"batch-{batch_id[:8]}.png", mime="image/png", icon=":material/grid_on:",
                            on_click="ignore", key="batch.png")
@@ -205,6 +211,8 @@ def contact_sheet(conn: Connection, batch_id: str) -> None:
                            help="Every stored image, and cells.csv with each cell's exact input.")
         st.page_link(HISTORY_PAGE, label="Show in History", icon=":material/history:",
                      query_params={"batch_filter": batch_id}, help="This batch's predictions in the History table")
+    if not live and found.state != core.CANCELED and conn.batch_runner is not None:
+        _confirm_unknown(conn, batch_id, cells)
     st.fragment(_sheet_body, run_every=TICK_SECONDS if live else None)(conn, batch_id, live)
 
 
@@ -220,7 +228,53 @@ def _cancel(conn: Connection, batch_id: str) -> None:
     text = "**Batch canceled:** " + "; ".join(parts) + "."
     if result.problems:
         text += "  \n" + "  \n".join(plain(problem, 300) for problem in result.problems)
-    st.session_state[NOTICE_KEY] = text
+    st.session_state[NOTICE_KEY] = (text, ":material/cancel:")
+    st.rerun()
+
+
+def _send_again_buttons(conn: Connection, batch_id: str, cells: list[core.Cell]) -> None:
+    """Once a batch has finished: send its unsent cells again (a spending limit since raised, a
+    refusal since fixed), and, after a warning, the uncertain ones."""
+    unsent = sum(cell.state in (core.FAILED, core.REFUSED) for cell in cells)
+    unknown = sum(cell.state == core.UNCERTAIN for cell in cells)
+    if unsent and st.button(f"Send {unsent:,} not sent again", icon=":material/replay:", key="batch.again",
+                            help="The cells that failed to send or that a spending limit refused, once more "
+                                 "with the same inputs and seeds. Each counts against the spending limit again."):
+        _send_again(conn, batch_id, uncertain=False)
+    if unknown and st.button(f"Send {unknown:,} unknown again…", icon=":material/help:", key="batch.again_unknown",
+                             help="Cells whose create got no clear answer: they may exist (and be billed) already."):
+        st.session_state[CONFIRM_KEY] = batch_id  # the warning below the buttons asks first
+
+
+def _confirm_unknown(conn: Connection, batch_id: str, cells: list[core.Cell]) -> None:
+    """The warning before uncertain cells are sent again: inline rather than a dialog, whose
+    buttons a rerun of the page would lose."""
+    count = sum(cell.state == core.UNCERTAIN for cell in cells)
+    if st.session_state.get(CONFIRM_KEY) != batch_id or not count:
+        return
+    with st.container(border=True):
+        st.warning(f"The create of {count:,} cell{'s' if count != 1 else ''} got no clear answer, so "
+                   f"{'they' if count != 1 else 'it'} may have been made, **and billed**, already. Look for "
+                   "them in your CometAPI dashboard first: sending again may make and bill them twice.",
+                   icon=":material/warning:")
+        with st.container(horizontal=True):
+            if st.button("Send them again", icon=":material/replay:", type="primary", key="batch.again_unknown_confirm"):
+                st.session_state.pop(CONFIRM_KEY, None)
+                _send_again(conn, batch_id, uncertain=True)
+            if st.button("Keep them as they are", key="batch.again_unknown_keep"):
+                st.session_state.pop(CONFIRM_KEY, None)
+                st.rerun()
+
+
+def _send_again(conn: Connection, batch_id: str, *, uncertain: bool) -> None:
+    try:
+        count = conn.batch_runner.send_again(batch_id, uncertain=uncertain)
+    except HistoryError as exc:
+        st.error(f"Could not send again: {plain(exc.message)}", icon=":material/error:")
+        return
+    text = (f"**Sending {count:,} cell{'s' if count != 1 else ''} again.**" if count
+            else "Nothing was sent again: the batch is running again already.")
+    st.session_state[NOTICE_KEY] = (text, ":material/replay:")
     st.rerun()
 
 
@@ -255,6 +309,8 @@ def _sheet_body(conn: Connection, batch_id: str, was_live: bool) -> None:
              f"{counts.failed:,} failed", f"{counts.pending:,} pending"]
     if counts.canceled:
         parts.append(f"{counts.canceled:,} canceled")
+    if counts.unknown:
+        parts.append(f"{counts.unknown:,} unknown")
     st.progress(counts.done / counts.total if counts.total else 1.0, text=" · ".join(parts))
     _grid(conn, cells)
     if was_live and not _live(conn, found, cells):
@@ -310,7 +366,7 @@ _CELL_STATES = {
     core.FAILED: ("Failed", ":material/error:"),
     core.REFUSED: ("Not sent", ":material/block:"),
     core.CANCELED: ("Canceled", ":material/cancel:"),
-    core.UNCERTAIN: ("Unknown", ":material/help:"),
+    core.UNCERTAIN: ("Unknown", ":material/help:"),  # may have been created: the note says why
 }
 
 

@@ -221,6 +221,65 @@ def test_a_create_that_may_have_been_accepted_is_never_resent_and_a_certain_fail
     assert ledger.left("ana", Limits(monthly=1.0)).monthly == pytest.approx(1.0 - 2 * 0.003)
 
 
+# ---- sending again ---------------------------------------------------------------------------
+
+
+def test_cells_a_spending_limit_refused_are_sent_once_more_when_asked_after_the_limit_is_raised(
+        sim, store, batches, runners):
+    ledger = Ledger(store)
+    tight = runners(concurrency=1, ledger=ledger, limits=Limits(monthly=0.003 * 2 + 0.0001))
+    batch_id = tight.submit(plan(schnell_batch(prompts=["dune"], variations=5)), creator="ana")
+    wait_until(finished(batches, batch_id))
+    refused = [c for c in batches.cells(batch_id) if c.state == REFUSED]
+    assert len(refused) == 3 and len(creates(sim)) == 2
+    tight.stop()
+
+    raised = runners(concurrency=1, ledger=ledger, limits=Limits(monthly=1.0))  # the operator raised it
+    assert raised.send_again(batch_id) == 3
+    assert raised.send_again(batch_id) == 0  # a second click (or tab) while it runs sends nothing more
+    batch = wait_until(finished(batches, batch_id))
+
+    assert batch.counts == {SENT: 5} and batch.stop_note is None and batch.state == FINISHED
+    assert len(creates(sim)) == 5
+    # The very cells that were refused went out, with their recorded inputs and seeds.
+    assert sorted(str(i) for i in sent_inputs(sim)[2:]) == sorted(str(c.input) for c in refused)
+    assert raised.send_again(batch_id) == 0  # nothing is left to send again
+
+
+def test_uncertain_cells_are_sent_again_only_when_asked_for_by_name(sim, store, batches, runners):
+    sim.add_fault("create", "500")  # may have been accepted: uncertain
+    sim.add_fault("create", "500-invalid")  # refused for sure: failed
+    runner = runners(concurrency=1)
+    batch_id = runner.submit(plan(schnell_batch(prompts=["frost"], variations=3)))
+    wait_until(finished(batches, batch_id))
+    assert states(batches, batch_id) == [UNCERTAIN, FAILED, SENT]
+
+    assert runner.send_again(batch_id) == 1  # the failed one; the uncertain one may be billed already
+    wait_until(finished(batches, batch_id))
+    assert states(batches, batch_id) == [UNCERTAIN, SENT, SENT] and len(creates(sim)) == 4
+
+    assert runner.send_again(batch_id, uncertain=True) == 1
+    batch = wait_until(finished(batches, batch_id))
+    assert batch.counts == {SENT: 3} and len(creates(sim)) == 5
+    first = batches.cells(batch_id)[0]
+    assert first.error is None and sent_inputs(sim)[-1] == first.input
+
+
+def test_a_canceled_batch_or_one_still_running_is_not_sent_again(sim, batches, runners):
+    sim.configure(create_delay=0.3)
+    runner = runners(concurrency=1)
+    running = runner.submit(plan(schnell_batch(prompts=["reef"], variations=3)))
+    wait_until(lambda: SENT in states(batches, running))
+    assert runner.send_again(running, uncertain=True) == 0  # still sending: nothing to send again
+
+    runner.cancel(running)
+    wait_until(finished(batches, running))
+    made = len(creates(sim))
+    assert CANCELED in states(batches, running)
+    assert runner.send_again(running, uncertain=True) == 0
+    assert batches.get(running).state == CANCELED and len(creates(sim)) == made
+
+
 def test_a_cell_left_sending_by_a_dead_process_becomes_uncertain_and_is_not_resent(sim, batches, runners):
     batch_id = batches.add(plan(schnell_batch(prompts=["orchard"], variations=4)))
     [dead] = batches.claim("crashed-replica", lease=0.3, limit=1)  # then the process died

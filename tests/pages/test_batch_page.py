@@ -210,6 +210,35 @@ def test_cancel_batch_stops_the_cells_not_yet_sent(sim, app_env):
         store.close()
 
 
+def test_a_finished_batch_sends_what_failed_again_and_what_may_exist_only_after_a_warning(sim):
+    sim.add_fault("create", "500")  # no clear answer: it may have been made (and billed)
+    sim.add_fault("create", "500-invalid")  # refused for sure
+    at = prompts(batch_page(sim, COMET_BATCH_CONCURRENCY="1"), "frost")
+    at.number_input(key="batch.variations").set_value(3).run()
+    run_button(at).click().run()
+    rerun_until(at, lambda at: progress_text(at).startswith("3 of 3 done") and len(at.image) == 1)
+    assert "1 failed" in progress_text(at) and "1 unknown" in progress_text(at), progress_text(at)
+    assert len(creates(sim)) == 3
+
+    at.button(key="batch.again").click().run()  # "Send 1 not sent again"
+    assert not at.exception, at.exception
+    assert "Sending 1 cell again" in " ".join(str(i.value) for i in at.info)
+    rerun_until(at, lambda at: len(at.image) == 2)
+    assert len(creates(sim)) == 4 and "0 failed" in progress_text(at)
+    assert not [b for b in at.button if b.key == "batch.again"]  # nothing failed is left
+
+    at.button(key="batch.again_unknown").click().run()  # asks first; nothing sent yet
+    warning = " ".join(str(w.value) for w in at.warning).replace("**", "")
+    assert "may have been made, and billed, already" in warning
+    at.button(key="batch.again_unknown_keep").click().run()
+    assert not at.warning and len(creates(sim)) == 4  # kept: nothing sent
+    at.button(key="batch.again_unknown").click().run()
+    at.button(key="batch.again_unknown_confirm").click().run()
+    rerun_until(at, all_done(3))
+    assert len(creates(sim)) == 5 and "0 unknown" not in progress_text(at)
+    assert not [b for b in at.button if (b.key or "").startswith("batch.again")]
+
+
 def test_downloads_hold_the_sheet_as_one_image_and_every_output_with_a_csv_of_inputs(sim, media):
     at = prompts(batch_page(sim), "a red fox", "a paper boat")
     at.number_input(key="batch.variations").set_value(2).run()
