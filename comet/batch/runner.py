@@ -109,12 +109,21 @@ class BatchRunner:
             self._thread.start()
         return self
 
+    def stop_sending(self) -> None:
+        """Claim and send nothing new from now on; creates in flight still end (`stop` waits)."""
+        self._stopping.set()
+        self._wake.set()
+
+    @property
+    def sending(self) -> bool:
+        """Started and not told to stop: this runner may still claim cells."""
+        return self._thread is not None and self._thread.is_alive() and not self._stopping.is_set()
+
     def stop(self) -> None:
         """Send nothing new and wait for the creates in flight (each bounded by the client's
         deadline), so an orderly restart leaves no cell uncertain. Cells claimed but not yet
         sent go back to pending."""
-        self._stopping.set()
-        self._wake.set()
+        self.stop_sending()
         if self._thread is not None:
             self._thread.join()
             self._thread = None

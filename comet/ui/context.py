@@ -264,7 +264,20 @@ def _batches(store_id: str, *, _store: Store) -> Batches:
     return Batches(_store)  # creates the batch tables once per store
 
 
-@st.cache_resource(show_spinner=False, on_release=BatchRunner.stop)
+def _release_runner(runner: BatchRunner) -> None:
+    """A runner replaced by one with other settings (a lowered spending limit, new prices, another
+    key) claims nothing more at once; its creates in flight (up to the create deadline) end on a
+    thread of their own rather than on the page run that replaced it."""
+    runner.stop_sending()
+    if runner.in_flight:
+        threading.Thread(target=runner.stop, name="comet-batch-release", daemon=True).start()
+    else:
+        runner.stop()  # nothing to wait for: done before the next page (or test) builds anything
+
+
+# One entry: the server's settings of now. An older runner, still sending with the limits it was
+# built with, would pass a limit lowered since.
+@st.cache_resource(show_spinner=False, max_entries=1, on_release=_release_runner)
 def _batch_runner(fingerprint: str, store_id: str, prices_id: str, limits_id: str, concurrency: int, *,
                   _batches: Batches, _client: Client, _tracker: Tracker, _ledger: Ledger, _limits: Limits,
                   _rules: Mapping[str, prices.Rule]) -> BatchRunner:

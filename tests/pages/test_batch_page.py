@@ -257,6 +257,30 @@ def test_downloads_hold_the_sheet_as_one_image_and_every_output_with_a_csv_of_in
     assert sorted(int(row["seed"]) for row in rows) == sent
 
 
+def test_a_lowered_spending_limit_replaces_the_batch_runner_and_the_old_one_sends_nothing_more(
+        sim, app_env, monkeypatch):
+    from comet.batch import REFUSED, BatchSpec, plan
+    from comet.config import Settings
+    from comet.ui import context
+
+    def runner(limit: str):
+        monkeypatch.setenv("SPEND_LIMIT_MONTHLY", limit)
+        return context.shared_connection(Settings.from_sources({"COMETAPI_KEY": KEY, "COMETAPI_BASE_URL": sim.url})
+                                         ).batch_runner
+
+    before = runner("1.00")
+    assert before.sending and runner("1.00") is before  # the same settings: the same runner
+    after = runner("0.0061")  # the operator lowers the limit to two schnell images
+    assert after is not before and after.sending
+    assert not before.sending  # it would have kept sending under the old limit
+
+    batch_id = after.submit(core_plan := plan(BatchSpec(prompts=("dune",), models=(SCHNELL,), variations=5, seed=7)))
+    assert len(core_plan.cells) == 5
+    wait_until(lambda: not after.batches.get(batch_id).active)
+    assert [cell.state for cell in after.batches.cells(batch_id)].count(REFUSED) == 3
+    assert len(creates(sim)) == 2
+
+
 def test_a_visitor_with_their_own_key_cannot_run_a_batch(sim):
     at = batch_page(sim)
     assert run_button(at) is not None  # with the server's key: the button is there
