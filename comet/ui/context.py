@@ -137,7 +137,7 @@ def _personal_connection(config: Settings, personal_key: str) -> Connection:
     store_id = _store_id(live)
     store = _store(store_id, _settings=live)
     if config.demo:  # no server key: a live tracker that polls only what personal keys created
-        tracker = _tracker("personal-keys-only", store_id, config.base_url, _client=None, _store=store)
+        tracker = _personal_keys_tracker(store_id, config.base_url, _store=store)
     else:
         fingerprint = _fingerprint(config.base_url, config.api_key)
         server_client = _client(config.base_url, fingerprint, _key=config.api_key)
@@ -252,11 +252,20 @@ def _scrub_once(store_id: str, fingerprint: str, *, _store: Store, _key: str) ->
     return True
 
 
-@st.cache_resource(show_spinner=False, on_release=Tracker.stop)
+# One entry each: the server's key of now. A tracker left polling with a key rotated since would
+# hold predictions' leases and give up on them with that key's refusal once it is revoked.
+@st.cache_resource(show_spinner=False, max_entries=1, on_release=Tracker.stop)
 def _tracker(fingerprint: str, store_id: str, base_url: str, *, _client: Client | None, _store: Store) -> Tracker:
     # The one poller of this process. Output downloads may reach loopback only when the API
     # itself is local (the stand-in serves its own files).
     return Tracker(_client, _store, allow_private_downloads=_is_local(base_url)).start()
+
+
+@st.cache_resource(show_spinner=False, max_entries=1, on_release=Tracker.stop)
+def _personal_keys_tracker(store_id: str, base_url: str, *, _store: Store) -> Tracker:
+    # Demo mode's second poller: what visitors made with their own keys (the demo's own
+    # predictions are the demo tracker's).
+    return Tracker(None, _store, allow_private_downloads=_is_local(base_url)).start()
 
 
 @st.cache_resource(show_spinner=False)

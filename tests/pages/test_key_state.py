@@ -219,3 +219,26 @@ def test_tracking_an_id_with_a_rejected_key_says_whose_key(sim):
         next(f for f in at.text_input if f.label == "Prediction id").input("q4chw5rey9rmt0cww76t4h3ma4")
         next(b for b in at.button if b.form_id == "history.track").click().run()
     assert "server's API key" in form_errors(at) and "Use your own key" in form_errors(at)
+
+
+def test_after_the_server_key_is_rotated_the_new_keys_tracker_finishes_what_was_running(app_env):
+    from comet.prediction import SUCCEEDED
+    from comet.ui import context
+
+    old_key, new_key = "sk-team-key-before-rotation-000001", "sk-team-key-after-rotation-0000002"
+    with Sim(key=old_key, start_delay=0.05, run_time=2.0) as sim:
+        before = context.shared_connection(Settings.from_sources({"COMETAPI_KEY": old_key,
+                                                                  "COMETAPI_BASE_URL": sim.url}))
+        made = before.client.create(SCHNELL, {"prompt": "a lighthouse at dusk"})
+        before.track(made, creator=None)
+        wait_until(lambda: before.store.get(made.id) is not None)
+        # The team rotates its key: the app gets the new one, then the old one is revoked.
+        after = context.shared_connection(Settings.from_sources({"COMETAPI_KEY": new_key,
+                                                                 "COMETAPI_BASE_URL": sim.url}))
+        sim.key = new_key
+        assert after.tracker is not before.tracker
+
+        record = wait_until(lambda: (r := after.store.get(made.id)) and r.tracking != "active" and r, timeout=20)
+        # The old key's tracker, had it kept polling, would have given up with "Invalid token".
+        assert (record.status, record.tracking, record.note) == (SUCCEEDED, "done", None)
+        assert after.store.output_bytes(made.id, 0) is not None
