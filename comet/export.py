@@ -13,6 +13,7 @@ import mimetypes
 import re
 import unicodedata
 import zipfile
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -186,6 +187,27 @@ def _note_missing(archive: zipfile.ZipFile, missing: list[str]) -> None:
 
 
 BATCH_CELLS_CSV = "cells.csv"
+# A ZIP is built in the server's memory when its button is clicked (Streamlit serves bytes): a
+# 200-cell batch of multi-image PNGs could pass a gigabyte, beyond a hosted app's memory. Larger
+# batches download in parts of about this size.
+ZIP_PART_BYTES = 256 * 2**20
+
+
+def zip_parts(sizes: Sequence[int], limit: int | None = None) -> list[range]:
+    """Consecutive runs of positions whose `sizes` add up to at most `limit` (ZIP_PART_BYTES)
+    each; an item larger than the limit is a part of its own. One part (or none) for a small
+    batch."""
+    limit = ZIP_PART_BYTES if limit is None else limit
+    parts: list[range] = []
+    start, total = 0, 0
+    for position, size in enumerate(sizes):
+        if position > start and total + size > limit:
+            parts.append(range(start, position))
+            start, total = position, 0
+        total += max(size, 0)
+    if start < len(sizes):
+        parts.append(range(start, len(sizes)))
+    return parts
 
 
 def batch_zip(store: Store, cells: list) -> bytes:

@@ -470,3 +470,36 @@ def test_batch_settings_take_whole_numbers_in_range(name, text, value):
 def test_batch_settings_out_of_range_are_refused_with_the_setting_named(name, text):
     with pytest.raises(ValueError, match=f"{name} must be a whole number from"):
         Settings.from_sources({}, {name: text})
+
+
+# ---- downloads -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sizes, limit, parts", [
+    ([], 100, []),
+    ([30, 30, 30], 100, [range(0, 3)]),  # a small batch: one ZIP
+    ([60, 30, 30, 90], 100, [range(0, 2), range(2, 3), range(3, 4)]),
+    ([0, 250, 10, 10], 100, [range(0, 1), range(1, 2), range(2, 4)]),  # one too large alone, never split
+])
+def test_a_batch_zip_is_cut_into_parts_of_whole_cells_under_the_size_limit(sizes, limit, parts):
+    from comet.export import zip_parts
+
+    assert zip_parts(sizes, limit) == parts
+    for part in parts:  # every part keeps to the limit unless it is one cell
+        assert len(part) == 1 or sum(sizes[i] for i in part) <= limit
+
+
+def test_each_cells_stored_bytes_are_known_before_a_zip_is_built(sim, store, batches, client):
+    from comet.tracker import Tracker
+
+    sim.add_fault("create", "500-invalid")  # the first cell is never sent: it has no image
+    with Tracker(client, store, allow_private_downloads=True) as tracker, \
+            BatchRunner(batches, create=client.create, track=tracker.track, concurrency=1, poll=0.2) as runner:
+        batch_id = runner.submit(plan(schnell_batch(prompts=["kelp"], variations=3)))
+        wait_until(finished(batches, batch_id))
+        cells = batches.cells(batch_id)
+        wait_until(lambda: all(store.get(c.prediction_id).tracking == "done" for c in cells if c.prediction_id))
+
+    sizes = batches.stored_sizes(batch_id)
+    expected = [sum(o.size for o in store.get(c.prediction_id).outputs) if c.prediction_id else 0 for c in cells]
+    assert sizes == expected and sizes[0] == 0 and all(size > 0 for size in sizes[1:])

@@ -281,6 +281,28 @@ def test_a_lowered_spending_limit_replaces_the_batch_runner_and_the_old_one_send
     assert len(creates(sim)) == 2
 
 
+def test_a_batch_too_large_for_one_zip_downloads_in_parts_of_whole_cells(sim, media, monkeypatch):
+    from comet import export
+
+    at = prompts(batch_page(sim), "a red fox", "a paper boat")
+    at.number_input(key="batch.variations").set_value(2).run()
+    run_button(at).click().run()
+    rerun_until(at, all_done(4), timeout=30)
+    assert [b.label for b in at.get("download_button") if b.label.startswith("Download all")] == ["Download all (ZIP)"]
+
+    monkeypatch.setattr(export, "ZIP_PART_BYTES", 1)  # every image is "too large": a part per cell
+    at.run()
+    labels = [b.label for b in at.get("download_button") if b.label.startswith("Part ")]
+    assert labels == [f"Part {n} of 4 · cells {n}–{n}" for n in range(1, 5)]
+    images, rows = [], []
+    for label in labels:
+        archive = zipfile.ZipFile(io.BytesIO(download(at, media, label)))
+        rows += list(csv.DictReader(io.StringIO(archive.read("cells.csv").decode())))
+        images += [name for name in archive.namelist() if name != "cells.csv"]
+    assert len(rows) == 4 and len({row["prediction_id"] for row in rows}) == 4  # each cell once
+    assert sorted(name.split("/")[0] for name in images) == sorted(row["prediction_id"] for row in rows)
+
+
 def test_a_visitor_with_their_own_key_cannot_run_a_batch(sim):
     at = batch_page(sim)
     assert run_button(at) is not None  # with the server's key: the button is there
