@@ -274,10 +274,10 @@ def _confirm_unknown(conn: Connection, batch_id: str, cells: list[core.Cell]) ->
     if st.session_state.get(CONFIRM_KEY) != batch_id or not count:
         return
     with st.container(border=True):
-        st.warning(f"The create of {count:,} cell{'s' if count != 1 else ''} got no clear answer, so "
-                   f"{'they' if count != 1 else 'it'} may have been made, **and billed**, already. Look for "
-                   "them in your CometAPI dashboard first: sending again may make and bill them twice.",
-                   icon=":material/warning:")
+        they, them = ("they", "them") if count != 1 else ("it", "it")
+        st.warning(f"The create of {count:,} cell{'s' if count != 1 else ''} got no clear answer, so {they} may "
+                   f"have been made, **and billed**, already. Look for {them} in your CometAPI dashboard first: "
+                   f"sending again may make and bill {them} twice.", icon=":material/warning:")
         with st.container(horizontal=True):
             if st.button("Send them again", icon=":material/replay:", type="primary", key="batch.again_unknown_confirm"):
                 st.session_state.pop(CONFIRM_KEY, None)
