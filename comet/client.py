@@ -429,12 +429,16 @@ class Client:
         return errors.CometError(f"Unexpected answer from CometAPI ({status}){said}", **kwargs)
 
 
+# How a stop caused by the server's key begins (the tracker resumes those once a key works).
+SERVER_KEY_REJECTED = "CometAPI rejected the server's API key"
+
+
 def rejected_key_message(*, personal: bool) -> str:
     """Which key CometAPI refused, and what whoever reads it can do about it."""
     if personal:
         return ("CometAPI rejected your own API key (401). Check the key you entered under "
                 "Use your own key in the sidebar.")
-    return ("CometAPI rejected the server's API key (401). The app's operator should check "
+    return (f"{SERVER_KEY_REJECTED} (401). The app's operator should check "
             "COMETAPI_KEY; meanwhile you can use your own key (sidebar: Use your own key).")
 
 

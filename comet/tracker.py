@@ -16,6 +16,12 @@ run longer than `stall_after` stops counting against `workers`: a hostile upstre
 some predictions a byte at a time holds only those polls, never the healthy ones behind them
 (up to `max_stalled` such polls run beside the workers).
 
+Predictions whose tracking stopped because CometAPI refused the server's key (within the last
+`RESUME_WINDOW`) are resumed by a tracker with a server key once that key is seen to work: at
+start it retries the newest one, and its first accepted poll brings back the rest. So fixing or
+rotating COMETAPI_KEY needs no Resume click per prediction, and a key still refused costs one
+request per start.
+
 When the database is unreachable the tracker keeps looping: it loses nothing (a prediction it
 could not record is kept in memory and recorded when the database is back; a poll whose answer
 could not be written is simply repeated) and doubles nothing (storing outputs is exactly once).
@@ -34,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 from . import errors, redact
-from .client import Client
+from .client import SERVER_KEY_REJECTED, Client
 from .fetch import FetchError, fetch_output
 from .prediction import SUCCEEDED, Prediction
 from .store import DEFAULT_LEASE, HistoryError, Record, Store
@@ -51,6 +57,7 @@ END_MARGIN = 0.05
 LATE_WINDOW = 1.5
 LATE_INTERVAL = 0.25
 OUTPUT_LIFETIME = 3600.0  # the API deletes output files an hour after the run ends
+RESUME_WINDOW = 24 * 3600.0  # stops for a refused server key this recent are resumed by a working key
 
 NOT_FOUND_NOTE = "CometAPI no longer knows this prediction (404)."
 EXPIRED_NOTE = "The outputs expired before they could be saved."
@@ -87,6 +94,8 @@ class Tracker:
         host and port. A poll running longer than `stall_after` seconds frees its worker slot;
         at most `max_stalled` such slow polls run at once (each ends by its deadlines)."""
         self._client = client  # None: only predictions tracked with their own client are polled
+        # Stops for a refused server key: 1 = retry the newest, 2 = the rest once a poll is accepted.
+        self._resume_step = 0 if client is None else 1
         self._clients: dict[str, Client] = {}  # prediction id -> the personal client that made it
         self._store = store
         self._allow_private = allow_private_downloads
@@ -231,6 +240,7 @@ class Tracker:
             self._wake.clear()  # before looking, so a wake during the look is not lost
             try:
                 self._record_pending()
+                self._resume_refused()
                 self._renew_leases()
                 pause = self._dispatch_due()
             except HistoryError as exc:  # the database is unreachable: try again shortly
@@ -240,6 +250,25 @@ class Tracker:
                 log.exception("tracker could not read the store")
                 pause = self._max_sleep
             self._wake.wait(min(pause, self._lease / 3))
+
+    def _resume_refused(self, *, all_of_them: bool = False) -> None:
+        """Step 1 (at start): the newest prediction stopped for a refused server key is polled
+        again, as a probe. Step 2 (after a poll with the server key was accepted): all of them."""
+        with self._lock:
+            step = self._resume_step
+            if step == 0 or (step == 2) != all_of_them:
+                return
+            self._resume_step = 0 if all_of_them else 2  # claimed: each step runs once
+        try:
+            count = self._store.resume_stopped(SERVER_KEY_REJECTED, since=self._clock() - RESUME_WINDOW,
+                                               limit=None if all_of_them else 1, now=self._clock())
+        except Exception:
+            with self._lock:
+                self._resume_step = step  # the database was away: the next loop tries again
+            raise
+        if count and all_of_them:
+            log.info("the server's key works again: resumed %d prediction(s) stopped by its refusal", count)
+        self.wake()
 
     def _record_pending(self) -> None:
         """Record what track() could not, oldest first."""
@@ -340,6 +369,11 @@ class Tracker:
         except errors.CometError as exc:  # transient, or unknown: keep going with backoff
             self._retry_later(record, f"Last check failed: {exc}", retry_after=exc.retry_after)
             return
+        if client is self._client:
+            try:
+                self._resume_refused(all_of_them=True)  # the server's key works
+            except HistoryError as exc:
+                log.warning("could not resume predictions stopped by a refused key yet: %s", exc)
         if prediction.status == SUCCEEDED:
             self._save_outputs(record, prediction)
         elif prediction.is_terminal:

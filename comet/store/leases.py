@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from .db import Database
 from .records import Record, read_records
-from .schema import ACTIVE, predictions
+from .schema import ACTIVE, GAVE_UP, predictions
 
 DEFAULT_LEASE = 60.0  # seconds a claim lasts unless renewed; the tracker renews it while it polls
 
@@ -84,6 +84,27 @@ class Leases(Database):
             conn.execute(sa.update(predictions).where(p.id.in_(list(ids)), p.lease_owner == owner)
                          .values(lease_until=until))
             return set(conn.scalars(sa.select(p.id).where(p.id.in_(list(ids)), p.lease_owner == owner)))
+
+        return self._write(work)
+
+    def resume_stopped(self, note_prefix: str, *, since: float, limit: int | None = None,
+                       now: float | None = None) -> int:
+        """Predictions whose tracking stopped (gave_up) since `since` with a note starting with
+        `note_prefix` (the tracker's: a key the API refused), newest first, up to `limit`, back
+        under the trackers: due at once, unleased. Returns how many."""
+        now = time.time() if now is None else now
+        p = predictions.c
+        pick = (sa.select(p.id)
+                .where(p.tracking == GAVE_UP, p.updated_at >= since, p.note.startswith(note_prefix, autoescape=True))
+                .order_by(p.created_at.desc(), p.id.desc()).limit(limit))
+
+        def work(conn: sa.Connection) -> int:
+            ids = list(conn.scalars(pick))
+            if not ids:
+                return 0
+            return conn.execute(sa.update(predictions).where(p.id.in_(ids), p.tracking == GAVE_UP)
+                                .values(tracking=ACTIVE, next_poll_at=now, lease_owner=None, lease_until=None,
+                                        poll_failures=0)).rowcount
 
         return self._write(work)
 

@@ -73,7 +73,7 @@ def test_the_check_sees_into_the_store_package():
 # ---- the tracker is the only writer of tracked predictions (pages read the store) ----------------
 
 VIEWS = sorted([ROOT / "streamlit_app.py", *(ROOT / "pages").glob("*.py"), *(CORE / "ui").glob("*.py")])
-TRACKER_WRITES = {"record", "update", "save_outputs", "give_up", "mark_poll_failure"}
+TRACKER_WRITES = {"record", "update", "save_outputs", "give_up", "mark_poll_failure", "resume_stopped"}
 
 
 def store_writes(source: str) -> list[str]:

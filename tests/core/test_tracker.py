@@ -17,7 +17,7 @@ import requests
 from PIL import Image
 
 from comet import errors
-from comet.client import Client, RetryPolicy, Timeouts
+from comet.client import Client, RetryPolicy, Timeouts, rejected_key_message
 from comet.prediction import Prediction
 from comet.sim import Sim
 from comet.store import Record, Store
@@ -157,6 +157,63 @@ def test_a_rejected_key_stops_tracking_with_a_note(store):
             record = settled(store, created.id)
 
     assert record.tracking == "gave_up" and "401" in record.note
+
+
+def stopped_by_a_refused_key(strict: Sim, store: Store, prompts: list[str]) -> list[str]:
+    """Predictions made with the right key, then polled with a wrong one until tracking stopped."""
+    right = Client(strict.url, "the-right-key")
+    made = [right.create(SCHNELL, {"prompt": prompt}).id for prompt in prompts]
+    with Tracker(Client(strict.url, "a-wrong-key"), store, allow_private_downloads=True, **FAST) as wrong:
+        for prediction_id in made:
+            wrong.track(Prediction(id=prediction_id, model=SCHNELL))
+        for prediction_id in made:
+            assert settled(store, prediction_id).note.startswith("CometAPI rejected the server's API key")
+    return made
+
+
+def test_a_server_key_that_works_again_resumes_what_its_refusal_stopped(store):
+    with Sim(key="the-right-key", start_delay=0.05, run_time=0.2) as strict:
+        made = stopped_by_a_refused_key(strict, store, ["a fern", "a fjord", "a falcon"])
+        elsewhere = Client(strict.url, "the-right-key").create(SCHNELL, {"prompt": "gone"})
+        store.record(elsewhere)
+        store.give_up(elsewhere.id, "CometAPI no longer knows this prediction (404).")  # another reason
+
+        with Tracker(Client(strict.url, "the-right-key"), store, allow_private_downloads=True, **FAST):
+            records = [wait_until(lambda pid=pid: (r := store.get(pid)) and r.tracking == "done" and r)
+                       for pid in made]  # the operator fixed COMETAPI_KEY: no Resume click needed
+            time.sleep(0.5)
+            assert store.get(elsewhere.id).tracking == "gave_up"  # stopped for another reason: left alone
+
+    assert all(r.status == "succeeded" and r.note is None and len(r.outputs) == 1 for r in records)
+
+
+def test_a_server_key_still_refused_costs_one_request_and_resumes_nothing_else(store):
+    with Sim(key="the-right-key", start_delay=0.05, run_time=0.2) as strict:
+        made = stopped_by_a_refused_key(strict, store, ["a fern", "a fjord", "a falcon"])
+        polls_before = len(api_requests(strict, "GET", "/predictions/"))
+
+        with Tracker(Client(strict.url, "another-wrong-key"), store, allow_private_downloads=True, **FAST):
+            time.sleep(1.5)
+        polls = api_requests(strict, "GET", "/predictions/")[polls_before:]
+
+    newest = max(made, key=lambda pid: store.get(pid).created_at)
+    assert [poll["path"].rsplit("/", 1)[-1] for poll in polls] == [newest]  # the probe only
+    assert all(store.get(pid).tracking == "gave_up" for pid in made)
+
+
+def test_only_stops_for_a_refused_key_within_the_window_are_resumed(store):
+    refused = rejected_key_message(personal=False)
+    old, recent = "stoppedbeforewindow01", "stoppedwithinwindow02"
+    store.record(Prediction(id=old, model=SCHNELL))
+    store.give_up(old, refused)
+    time.sleep(0.01)
+    window_start = time.time()
+    store.record(Prediction(id=recent, model=SCHNELL))
+    store.give_up(recent, refused)
+
+    assert store.resume_stopped("CometAPI rejected the server's API key", since=window_start) == 1
+    assert (store.get(old).tracking, store.get(recent).tracking) == ("gave_up", "active")
+    assert store.get(recent).next_poll_at.timestamp() <= time.time()  # due at once
 
 
 @pytest.mark.parametrize(("prompt", "status"), [("[sim:fail] a cat", "failed"), ("[sim:abort] a cat", "aborted")])
