@@ -167,6 +167,17 @@ class Queries(Database):
         query = sa.select(sa.func.count()).select_from(predictions).where(*filter.where())
         return self._read(lambda conn: conn.scalar(query))
 
+    def stored_sizes(self, prediction_ids: Iterable[str]) -> dict[str, int]:
+        """Bytes of the full images still stored for each of these predictions (one query): what
+        they weigh in a ZIP. Ids with none are left out."""
+        ids = list(dict.fromkeys(prediction_ids))
+        if not ids:
+            return {}
+        o = outputs.c
+        query = (sa.select(o.prediction_id, sa.func.sum(o.size)).where(o.prediction_id.in_(ids), o.pruned_at.is_(None))
+                 .group_by(o.prediction_id))
+        return self._read(lambda conn: {pid: int(size) for pid, size in conn.execute(query)})
+
     def models(self) -> list[str]:
         """Models present in history, sorted. Read on every History page build, so it hops
         through the model index from one model to the next (a handful of index seeks) instead of

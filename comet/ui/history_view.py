@@ -305,11 +305,23 @@ def exports(conn: Connection, chosen: Filters, selected: list[str], row: DeltaGe
         "Export table as CSV", data=lambda: export.history_csv(conn.ledger.with_costs(conn.store.export_rows(chosen.query()))),
         file_name="comet-predictions.csv", mime="text/csv", icon=":material/table:", on_click="ignore",
     )
-    row.download_button(
-        f"Images of {len(selected)} selected as ZIP" if selected else "Select rows to export their images",
-        data=lambda: export.images_zip(conn.store, selected), file_name="comet-images.zip", mime="application/zip",
-        icon=":material/folder_zip:", on_click="ignore", disabled=not selected,
-    )
+    sizes = conn.store.stored_sizes(selected) if selected else {}
+    parts = export.zip_parts([sizes.get(pid, 0) for pid in selected])
+    if len(parts) <= 1:
+        row.download_button(
+            f"Images of {len(selected)} selected as ZIP" if selected else "Select rows to export their images",
+            data=lambda: export.images_zip(conn.store, selected), file_name="comet-images.zip",
+            mime="application/zip", icon=":material/folder_zip:", on_click="ignore", disabled=not selected,
+        )
+        return
+    # Too large to build in the server's memory at once: whole predictions per part.
+    with row.popover(f"Images of {len(selected)} selected as ZIP ({len(parts)} parts)", icon=":material/folder_zip:"):
+        for number, part in enumerate(parts, 1):
+            ids = selected[part.start:part.stop]
+            st.download_button(f"Part {number} of {len(parts)} · {len(ids)} prediction{'s' if len(ids) != 1 else ''}",
+                               data=lambda ids=ids: export.images_zip(conn.store, ids),
+                               file_name=f"comet-images-part{number}.zip", mime="application/zip",
+                               icon=":material/download:", on_click="ignore", key=f"history.zip{number}")
 
 
 def detail(conn: Connection, prediction_id: str) -> None:

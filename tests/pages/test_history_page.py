@@ -389,3 +389,18 @@ def test_the_zip_of_a_selection_holds_each_image_and_its_input(sim, history, med
                             f"{pid}/input.json", f"{pid}/0.webp", f"{pid}/1.webp"])
     assert archive.read(f"{pid}/1.webp") == history.store.output_bytes(pid, 1)[1]
     assert json.loads(archive.read(f"{pid}/input.json")) == {"input": {"prompt": "a paper boat", "num_outputs": 2}}
+
+
+def test_a_selection_too_large_for_one_zip_downloads_in_parts_of_whole_predictions(sim, history, media, monkeypatch):
+    boat, = history.add("a paper boat", num_outputs=2)
+    kite, = history.add("a kite")
+    sizes = history.store.stored_sizes([boat, kite, "nothingstoredhere"])
+    assert sizes == {pid: sum(o.size for o in history.store.get(pid).outputs) for pid in (boat, kite)}
+    monkeypatch.setattr(export, "ZIP_PART_BYTES", max(sizes.values()))  # one prediction per part
+
+    at = select_rows(history_page(sim), 0, 1)
+    labels = [b.label for b in at.get("download_button") if b.label.startswith("Part ")]
+    assert labels == ["Part 1 of 2 · 1 prediction", "Part 2 of 2 · 1 prediction"]
+    folders = [{name.split("/")[0] for name in zipfile.ZipFile(io.BytesIO(download(at, media, label))).namelist()}
+               for label in labels]
+    assert folders == [{kite}, {boat}]  # the table's order (newest first), each whole
