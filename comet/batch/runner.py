@@ -96,6 +96,7 @@ class BatchRunner:
         self._recover_at = 0.0
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._stop_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
 
@@ -122,14 +123,16 @@ class BatchRunner:
     def stop(self) -> None:
         """Send nothing new and wait for the creates in flight (each bounded by the client's
         deadline), so an orderly restart leaves no cell uncertain. Cells claimed but not yet
-        sent go back to pending."""
+        sent go back to pending. Callers take turns: a second one (the shutdown, while a
+        replaced runner is still ending on another thread) returns once the first is done."""
         self.stop_sending()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        with self._stop_lock:
+            if self._thread is not None:
+                self._thread.join()
+                self._thread = None
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
 
     def __enter__(self) -> BatchRunner:
         return self.start()

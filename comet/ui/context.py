@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
@@ -273,6 +274,9 @@ def _batches(store_id: str, *, _store: Store) -> Batches:
     return Batches(_store)  # creates the batch tables once per store
 
 
+_RUNNERS: weakref.WeakSet[BatchRunner] = weakref.WeakSet()  # built here, not yet stopped for good
+
+
 def _release_runner(runner: BatchRunner) -> None:
     """A runner replaced by one with other settings (a lowered spending limit, new prices, another
     key) claims nothing more at once; its creates in flight (up to the create deadline) end on a
@@ -284,6 +288,15 @@ def _release_runner(runner: BatchRunner) -> None:
         runner.stop()  # nothing to wait for: done before the next page (or test) builds anything
 
 
+def stop_batch_runners() -> None:
+    """At a clean shutdown, before the caches (and the database) are released: every runner ends
+    its creates in flight and writes their outcomes, so a restart finds no cell uncertain. Each
+    wait is bounded by the client's create deadline."""
+    for runner in list(_RUNNERS):
+        runner.stop()
+        _RUNNERS.discard(runner)
+
+
 # One entry: the server's settings of now. An older runner, still sending with the limits it was
 # built with, would pass a limit lowered since.
 @st.cache_resource(show_spinner=False, max_entries=1, on_release=_release_runner)
@@ -292,9 +305,11 @@ def _batch_runner(fingerprint: str, store_id: str, prices_id: str, limits_id: st
                   _rules: Mapping[str, prices.Rule]) -> BatchRunner:
     # The one sender of batch cells in this process, with the server's key: built with the shared
     # connection (so the lifespan starts it and an interrupted batch resumes at server start).
-    return BatchRunner(_batches, create=_client.create, track=_tracker.track, cancel=_tracker.cancel,
-                       ledger=_ledger, limits=_limits, estimate=functools.partial(prices.estimate, price_rules=_rules),
-                       concurrency=concurrency).start()
+    runner = BatchRunner(_batches, create=_client.create, track=_tracker.track, cancel=_tracker.cancel,
+                         ledger=_ledger, limits=_limits, estimate=functools.partial(prices.estimate, price_rules=_rules),
+                         concurrency=concurrency).start()
+    _RUNNERS.add(runner)
+    return runner
 
 
 @st.cache_resource(show_spinner=False, on_release=Sim.stop)

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 import streamlit as st
 
 from comet.config import Settings
-from comet.ui.context import read_secrets, shared_connection
+from comet.ui.context import read_secrets, shared_connection, stop_batch_runners
 
 log = logging.getLogger("comet.server")
 
@@ -28,6 +28,9 @@ async def lifespan(app):
         log.warning("the tracker did not start with the server; it starts with the first page view",
                     exc_info=True)
     yield
-    # A clean shutdown (a redeploy, Ctrl-C) stops the tracker, which hands its leases to the
-    # other replicas at once rather than when they run out, and closes the database pool.
+    # A clean shutdown (a redeploy, Ctrl-C): the batch runner first ends its creates in flight
+    # while the database is still open (no cell left uncertain); then the tracker stops, handing
+    # its leases to the other replicas at once rather than when they run out, and the database
+    # pool closes.
+    stop_batch_runners()
     st.cache_resource.clear()

@@ -10,7 +10,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from comet.batch import SENT, Batches, BatchSpec, plan
+from comet.batch import SENDING, SENT, Batches, BatchSpec, plan
 from comet.config import Settings
 from comet.sim import Sim
 from comet.store import Store
@@ -67,6 +67,30 @@ def test_a_batch_left_unsent_is_sent_when_the_server_starts_without_anyone_openi
                 finished = wait_until(lambda: (found := batches.get(batch_id)) and not found.active and found,
                                       timeout=60)
             assert finished.counts == {SENT: 4}
+            assert len(api_requests(sim, "POST", "/models/")) == 4
+        finally:
+            store.close()
+
+
+def test_a_cleanly_stopped_server_ends_its_batch_creates_in_flight_and_leaves_no_cell_uncertain(tmp_path):
+    # A redeploy (SIGTERM) while four creates are in flight: the runner waits for their answers and
+    # writes them before the database closes, so the restarted app has nothing to call uncertain.
+    with Sim(start_delay=0.05, run_time=0.2) as sim:
+        sim.configure(create_delay=3.0)
+        env = {"COMETAPI_KEY": KEY, "COMETAPI_BASE_URL": sim.url}
+        store = Store.for_settings(Settings.from_sources(env, {"COMET_DATA_DIR": str(tmp_path)}))
+        try:
+            batches = Batches(store)
+            spec = BatchSpec(prompts=("a red fox", "a paper boat"), models=(SCHNELL,), variations=2, seed=7)
+            batch_id = batches.add(plan(spec))
+            app = AppServer(tmp_path, env=env).start()
+            try:
+                wait_until(lambda: batches.get(batch_id).counts.get(SENDING, 0) == 4, timeout=30)
+            finally:
+                app.stop()  # SIGTERM, as a redeploy sends it
+            cells = batches.cells(batch_id)
+            assert [cell.state for cell in cells] == [SENT] * 4, [(c.state, c.error) for c in cells]
+            assert all(cell.prediction_id for cell in cells)
             assert len(api_requests(sim, "POST", "/models/")) == 4
         finally:
             store.close()

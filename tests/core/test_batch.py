@@ -5,6 +5,8 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from comet import prices
@@ -134,6 +136,23 @@ def test_a_restart_halfway_finishes_the_batch_without_sending_a_cell_twice(sim, 
     assert batch.counts == {SENT: 10}
     assert len(creates(sim)) == 10
     assert len({(i["prompt"], i["seed"]) for i in sent_inputs(sim)}) == 10  # no cell twice
+
+
+def test_two_stops_at_once_both_return_only_once_the_create_in_flight_is_written(sim, batches, runners):
+    # A runner replaced by new settings ends on a thread of its own while the server shuts down
+    # and stops it too: neither may return (and let the database close) before the outcome is in.
+    sim.configure(create_delay=1.0)
+    runner = runners(concurrency=1)
+    batch_id = runner.submit(plan(schnell_batch(prompts=["a quay"], variations=1)))
+    wait_until(lambda: runner.in_flight == 1)
+    returned: list[list[str]] = []
+    stops = [threading.Thread(target=lambda: (runner.stop(), returned.append(states(batches, batch_id))))
+             for _ in range(2)]
+    for stop in stops:
+        stop.start()
+    for stop in stops:
+        stop.join(timeout=30)
+    assert returned == [[SENT], [SENT]]
 
 
 def test_cancel_stops_the_unsent_cells_and_cancels_the_running_predictions(sim, batches, runners):
