@@ -226,6 +226,9 @@ def test_resume_with_the_visitors_own_key_after_the_server_key_was_rejected(app_
         with Client(strict.url, OWN) as personal:
             pid = stopped_prediction(personal, history, "CometAPI rejected the server's API key (401).")
         at = history_page(strict.url, pid)
+        # The app's tracker tries the newest prediction its key's refusal stopped once at start
+        # (in case the key was fixed); refused again, it is stopped again.
+        rerun_until(at, lambda at: button(at, f"detail-{pid}-resume") is not None)
 
         # Without their key: the server's key is refused, the card says so and nothing changes.
         button(at, f"detail-{pid}-resume").click().run()

@@ -26,6 +26,7 @@ CTL_VARIABLE = "COMET_TEST_S3_CTL"
 AUTH_FREE_ACTIONS = 4  # create user, access key, user policy, bucket: then every request is checked
 BUCKET = "comet-test"
 SEED = 4242
+_SET_UP: dict[str, Credentials] = {}  # endpoint -> the credentials this process made there
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,9 @@ class S3Server:
         if not self.endpoint:  # a laptop: a server of our own, the same way .ci/run starts one
             self.endpoint = f"http://127.0.0.1:{_free_port()}"
             self.start()
-        self.credentials = self._set_up()
+        # Set up once per server in this process: a module's fixture may be built again (tests of
+        # several modules interleave on one xdist worker), and the user exists by then.
+        self.credentials = _SET_UP.get(self.endpoint) or self._set_up()
 
     def settings(self, prefix: str = "", **overrides: str) -> dict[str, str]:
         """The settings that point the app at this bucket (COMET_MEDIA_URL and the AWS_* names)."""
@@ -117,6 +120,7 @@ class S3Server:
             "Version": "2012-10-17",
             "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
         credentials = Credentials(key["AccessKeyId"], key["SecretAccessKey"])
+        _SET_UP[self.endpoint] = credentials
         boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
                      aws_access_key_id=credentials.access_key_id,
                      aws_secret_access_key=credentials.secret_access_key).create_bucket(Bucket=BUCKET)
