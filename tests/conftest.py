@@ -25,6 +25,7 @@ def pytest_configure(config):
         os.environ["COMET_DATA_DIR"] = tempfile.mkdtemp(prefix="comet-tests-")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the test ids
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if group := worker_group(item):
