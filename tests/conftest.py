@@ -15,35 +15,12 @@ from comet.store import Store
 from support.api import FAST_RETRY, KEY
 from support.backends import fresh_database
 
-# ---- running in parallel (pytest-xdist, `-n 2 --dist loadgroup`: the README's test command) -------
-
 
 def pytest_configure(config):
-    # An app opened without app_env keeps its history in a folder of this run (of this worker),
-    # never in the repository's data/ and never in another worker's.
+    # An app opened without app_env keeps its history in a folder of this run, never in the
+    # repository's data/.
     if not os.environ.get("COMET_DATA_DIR"):
         os.environ["COMET_DATA_DIR"] = tempfile.mkdtemp(prefix="comet-tests-")
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the test ids
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if group := worker_group(item):
-            item.add_marker(pytest.mark.xdist_group(group))
-
-
-def worker_group(item) -> str | None:
-    """Tests that must not run beside each other share a group, which one worker runs in turn:
-    - "servers": everything on the shared PostgreSQL cluster or moto S3 server, since some of
-      those tests stop and restart that server (test_outage, test_media_s3);
-    - "browser": the Chromium flows, each an app server and a browser: one at a time, so their
-      timings are not squeezed by each other (the other worker runs the rest meanwhile)."""
-    path = str(item.path)
-    if f"{os.sep}browser{os.sep}" in path:
-        return "browser"
-    if "postgresql" in item.nodeid or "postgres_url" in item.fixturenames or item.path.name == "test_media_s3.py":
-        return "servers"
-    return None
 
 
 @pytest.fixture

@@ -54,8 +54,8 @@ class S3Server:
         if not self.endpoint:  # a laptop: a server of our own, the same way .ci/run starts one
             self.endpoint = f"http://127.0.0.1:{_free_port()}"
             self.start()
-        # Set up once per server in this process: a module's fixture may be built again (tests of
-        # several modules interleave on one xdist worker), and the user exists by then.
+        # Set up once per server in this process: if a module's fixture is built again, the
+        # user exists by then.
         self.credentials = _SET_UP.get(self.endpoint) or self._set_up()
 
     def settings(self, prefix: str = "", **overrides: str) -> dict[str, str]:
