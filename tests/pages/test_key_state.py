@@ -232,7 +232,9 @@ def test_after_the_server_key_is_rotated_the_new_keys_tracker_finishes_what_was_
         made = before.client.create(SCHNELL, {"prompt": "a lighthouse at dusk"})
         before.track(made, creator=None)
         wait_until(lambda: before.store.get(made.id) is not None)
-        # The team rotates its key: the app gets the new one, then the old one is revoked.
+        # The team rotates its key: a new key is made (both work for a while), the app gets it,
+        # then the old one is revoked.
+        sim.key = None
         after = context.shared_connection(Settings.from_sources({"COMETAPI_KEY": new_key,
                                                                  "COMETAPI_BASE_URL": sim.url}))
         sim.key = new_key
