@@ -88,7 +88,6 @@ sa.Index("ix_batch_cells_batch_state", cell_table.c.batch_id, cell_table.c.state
 sa.Index("ix_batch_cells_prediction", cell_table.c.prediction_id)
 
 _predictions = sa.table("predictions", sa.column("id"), sa.column("status"), sa.column("batch_id"))
-_outputs = sa.table("outputs", sa.column("prediction_id"), sa.column("size"), sa.column("pruned_at"))
 
 
 # ---- stored batches -------------------------------------------------------------------------
@@ -388,16 +387,6 @@ class Batches:
         row = self._store._read(lambda conn: conn.execute(
             sa.select(batch_table.c.state, batch_table.c.stop_note).where(batch_table.c.id == batch_id)).first())
         return (row.state, row.stop_note) if row else (None, None)
-
-    def stored_sizes(self, batch_id: str) -> list[int]:
-        """Bytes of each cell's stored images (not pruned), in cell order: what its part of a ZIP
-        weighs, in one query."""
-        c, o = cell_table.c, _outputs.c
-        query = (sa.select(c.idx, sa.func.coalesce(sa.func.sum(o.size), 0))
-                 .select_from(cell_table.outerjoin(_outputs, sa.and_(o.prediction_id == c.prediction_id,
-                                                                    o.pruned_at.is_(None))))
-                 .where(c.batch_id == batch_id).group_by(c.idx).order_by(c.idx))
-        return self._store._read(lambda conn: [int(size) for _, size in conn.execute(query)])
 
     def running_predictions(self, batch_id: str) -> list[str]:
         """Ids of the batch's sent predictions that have not ended (or are not recorded yet)."""

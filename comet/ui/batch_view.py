@@ -19,7 +19,7 @@ from comet.prediction import CANCELED as STATUS_CANCELED
 from comet.prediction import SUCCEEDED, TERMINAL
 from comet.store import HistoryError, HistoryUnavailable
 from comet.ui import card
-from comet.ui.chrome import problem_list
+from comet.ui.chrome import problem_list, zip_download
 from comet.ui.context import Connection, current_user, settings
 from comet.ui.safe import plain
 from comet.ui.status import style
@@ -204,7 +204,7 @@ def contact_sheet(conn: Connection, batch_id: str) -> None:
         st.download_button("Download sheet (PNG)", data=lambda: sheet_png(conn, batch_id),
                            file_name=f"batch-{batch_id[:8]}.png", mime="image/png", icon=":material/grid_on:",
                            on_click="ignore", key="batch.png")
-        _zip_buttons(conn, batch_id)
+        _zip_buttons(conn, batch_id, cells)
         st.page_link(HISTORY_PAGE, label="Show in History", icon=":material/history:",
                      query_params={"batch_filter": batch_id}, help="This batch's predictions in the History table")
     if not live and found.state != core.CANCELED and conn.batch_runner is not None:
@@ -212,29 +212,16 @@ def contact_sheet(conn: Connection, batch_id: str) -> None:
     st.fragment(_sheet_body, run_every=TICK_SECONDS if live else None)(conn, batch_id, live)
 
 
-def _zip_buttons(conn: Connection, batch_id: str) -> None:
-    """Every stored image and cells.csv as one ZIP, or, for a batch too large to build in memory
-    at once, in parts of whole cells (each with its cells' rows of cells.csv)."""
-    parts = export.zip_parts(conn.batches.stored_sizes(batch_id))
-    if len(parts) <= 1:
-        st.download_button("Download all (ZIP)", data=lambda: _zip(conn, batch_id, None),
-                           file_name=f"batch-{batch_id[:8]}.zip", mime="application/zip",
-                           icon=":material/folder_zip:", on_click="ignore", key="batch.zip",
-                           help="Every stored image, and cells.csv with each cell's exact input.")
-        return
-    with st.popover(f"Download all (ZIP, {len(parts)} parts)", icon=":material/folder_zip:",
-                    help="Too large for one download: each part holds whole cells, their images and "
-                         "their rows of cells.csv."):
-        for number, part in enumerate(parts, 1):
-            st.download_button(f"Part {number} of {len(parts)} · cells {part.start + 1}–{part.stop}",
-                               data=lambda part=part: _zip(conn, batch_id, part),
-                               file_name=f"batch-{batch_id[:8]}-part{number}.zip", mime="application/zip",
-                               icon=":material/download:", on_click="ignore", key=f"batch.zip{number}")
+def _zip_buttons(conn: Connection, batch_id: str, cells: list[core.Cell]) -> None:
+    stored = conn.store.stored_sizes([cell.prediction_id for cell in cells if cell.prediction_id])
 
+    def build(part: range) -> bytes:  # the cells as they are at the click (the sheet may be live)
+        return export.batch_zip(conn.store, [cell for cell in conn.batches.cells(batch_id) if cell.idx in part])
 
-def _zip(conn: Connection, batch_id: str, part: range | None) -> bytes:
-    cells = conn.batches.cells(batch_id)
-    return export.batch_zip(conn.store, cells if part is None else [c for c in cells if c.idx in part])
+    zip_download(st, "Download all (ZIP)", [stored.get(cell.prediction_id, 0) for cell in cells], build,
+                 file_name=f"batch-{batch_id[:8]}", key="batch.zip",
+                 part_label=lambda part: f"cells {part.start + 1}–{part.stop}",
+                 help="Every stored image, and cells.csv with each cell's exact input.")
 
 
 def _cancel(conn: Connection, batch_id: str) -> None:

@@ -1,13 +1,17 @@
-"""What every page shows around its own content: the connection badge and the demo notice."""
+"""What every page shows around its own content: the connection badge and the demo notice; and
+the pieces pages share (problem lists, ZIP downloads)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import NoReturn
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
+from comet import export
 from comet.client import OK, REJECTED
 from comet.store import HistoryError, HistoryUnavailable, Store
 from comet.ui import spend_view
@@ -131,3 +135,24 @@ def problem_list(title: str, items: list[str], *, error: bool) -> None:
         st.error(body, icon=":material/error:")
     else:
         st.warning(body, icon=":material/info:")
+
+
+def zip_download(where: DeltaGenerator, label: str, sizes: list[int], build: Callable[[range], bytes], *,
+                 file_name: str, key: str, part_label: Callable[[range], str], help: str,
+                 disabled: bool = False) -> None:
+    """A ZIP of the items whose stored bytes are `sizes`, made by `build(positions)` on click.
+    Streamlit builds a download in the server's memory, so past export.ZIP_PART_BYTES it becomes
+    a popover of parts of whole items, each labelled by `part_label(positions)`."""
+    parts = export.zip_parts(sizes) or [range(0)]
+    if len(parts) == 1:
+        where.download_button(label, data=lambda: build(parts[0]), file_name=f"{file_name}.zip",
+                              mime="application/zip", icon=":material/folder_zip:", on_click="ignore", key=key,
+                              help=help, disabled=disabled)
+        return
+    with where.popover(f"{label} · {len(parts)} parts", icon=":material/folder_zip:",
+                       help=f"{help} Too large for one download: each part holds whole items."):
+        for number, part in enumerate(parts, 1):
+            st.download_button(f"Part {number} of {len(parts)} · {part_label(part)}",
+                               data=lambda part=part: build(part), file_name=f"{file_name}-part{number}.zip",
+                               mime="application/zip", icon=":material/download:", on_click="ignore",
+                               key=f"{key}{number}")

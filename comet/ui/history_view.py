@@ -26,6 +26,7 @@ from comet.store import HistoryFilter, HistoryUnavailable, Record
 from comet.store.queries import CHAIN_CHILDREN
 from comet.ui import card, form
 from comet.ui.batch_view import BATCH_PARAM
+from comet.ui.chrome import zip_download
 from comet.ui.context import Connection, current_user
 from comet.ui.safe import plain
 from comet.ui.status import TABLE_COLORS
@@ -305,23 +306,13 @@ def exports(conn: Connection, chosen: Filters, selected: list[str], row: DeltaGe
         "Export table as CSV", data=lambda: export.history_csv(conn.ledger.with_costs(conn.store.export_rows(chosen.query()))),
         file_name="comet-predictions.csv", mime="text/csv", icon=":material/table:", on_click="ignore",
     )
-    sizes = conn.store.stored_sizes(selected) if selected else {}
-    parts = export.zip_parts([sizes.get(pid, 0) for pid in selected])
-    if len(parts) <= 1:
-        row.download_button(
-            f"Images of {len(selected)} selected as ZIP" if selected else "Select rows to export their images",
-            data=lambda: export.images_zip(conn.store, selected), file_name="comet-images.zip",
-            mime="application/zip", icon=":material/folder_zip:", on_click="ignore", disabled=not selected,
-        )
-        return
-    # Too large to build in the server's memory at once: whole predictions per part.
-    with row.popover(f"Images of {len(selected)} selected as ZIP ({len(parts)} parts)", icon=":material/folder_zip:"):
-        for number, part in enumerate(parts, 1):
-            ids = selected[part.start:part.stop]
-            st.download_button(f"Part {number} of {len(parts)} · {len(ids)} prediction{'s' if len(ids) != 1 else ''}",
-                               data=lambda ids=ids: export.images_zip(conn.store, ids),
-                               file_name=f"comet-images-part{number}.zip", mime="application/zip",
-                               icon=":material/download:", on_click="ignore", key=f"history.zip{number}")
+    sizes = conn.store.stored_sizes(selected)
+    zip_download(row, f"Images of {len(selected)} selected as ZIP" if selected else "Select rows to export their images",
+                 [sizes.get(pid, 0) for pid in selected],
+                 lambda part: export.images_zip(conn.store, selected[part.start:part.stop]),
+                 file_name="comet-images", key="history.zip", disabled=not selected,
+                 part_label=lambda part: f"{len(part)} prediction{'s' if len(part) != 1 else ''}",
+                 help="Each selected prediction's stored images and its input as JSON, a folder each.")
 
 
 def detail(conn: Connection, prediction_id: str) -> None:

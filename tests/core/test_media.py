@@ -99,6 +99,8 @@ def test_retention_removes_old_full_images_keeps_thumbnails_and_recent_images(da
         assert store.prune_media(before=cutoff - 30 * 86400) == 1
         assert store.output_bytes(old, 0) is None and store.thumbnail(old, 0) is not None
         assert store.get(old).outputs[0].pruned_at is not None
+        # A ZIP part is sized by what is still stored: the pruned image weighs nothing.
+        assert store.stored_sizes([old, recent]) == {recent: store.get(recent).outputs[0].size}
         assert store.output_bytes(recent, 0)[1] == png((10, 200, 10))
         kept = store._output_row(recent, 0, outputs.c.media_key).media_key
         assert [p.name for p in (tmp_path / "media").rglob("*.png")] == [kept]
