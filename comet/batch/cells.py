@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from ..prediction import TERMINAL
-from .planning import BatchPlan, spec_json
+from .planning import BatchPlan, PlannedCell, spec_json
 
 DEFAULT_CONCURRENCY = 4  # creates in flight (COMET_BATCH_CONCURRENCY)
 MESSAGE_CHARS = 1000
@@ -120,19 +120,10 @@ class Batch:
 
 
 @dataclass(frozen=True)
-class Cell:
+class Cell(PlannedCell):
+    """A planned cell as stored: its batch, where its sending stands, and its prediction."""
+
     batch_id: str
-    idx: int
-    row: int
-    col: int
-    row_label: str
-    col_label: str
-    prompt_index: int
-    variation: int
-    model: str
-    input: dict[str, Any]
-    seed: int | None
-    sweep: dict[str, Any]
     state: str
     prediction_id: str | None
     error: str | None
