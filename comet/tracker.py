@@ -58,6 +58,7 @@ LATE_WINDOW = 1.5
 LATE_INTERVAL = 0.25
 OUTPUT_LIFETIME = 3600.0  # the API deletes output files an hour after the run ends
 RESUME_WINDOW = 24 * 3600.0  # stops for a refused server key this recent are resumed by a working key
+_PROBE, _RESUME_ALL, _DONE = "probe", "resume all", "done"
 
 NOT_FOUND_NOTE = "CometAPI no longer knows this prediction (404)."
 EXPIRED_NOTE = "The outputs expired before they could be saved."
@@ -94,8 +95,9 @@ class Tracker:
         host and port. A poll running longer than `stall_after` seconds frees its worker slot;
         at most `max_stalled` such slow polls run at once (each ends by its deadlines)."""
         self._client = client  # None: only predictions tracked with their own client are polled
-        # Stops for a refused server key: 1 = retry the newest, 2 = the rest once a poll is accepted.
-        self._resume_step = 0 if client is None else 1
+        # Stops for a refused server key: PROBE (retry the newest) at start, then RESUME_ALL once a
+        # poll with the server key is accepted, then DONE. Without a server key there is none.
+        self._resume_step = _DONE if client is None else _PROBE
         self._clients: dict[str, Client] = {}  # prediction id -> the personal client that made it
         self._store = store
         self._allow_private = allow_private_downloads
@@ -252,13 +254,13 @@ class Tracker:
             self._wake.wait(min(pause, self._lease / 3))
 
     def _resume_refused(self, *, all_of_them: bool = False) -> None:
-        """Step 1 (at start): the newest prediction stopped for a refused server key is polled
-        again, as a probe. Step 2 (after a poll with the server key was accepted): all of them."""
+        """The probe (at start): the newest prediction stopped for a refused server key is polled
+        again. Resume all (after a poll with the server key was accepted): the rest of them."""
+        step = _RESUME_ALL if all_of_them else _PROBE
         with self._lock:
-            step = self._resume_step
-            if step == 0 or (step == 2) != all_of_them:
+            if self._resume_step != step:
                 return
-            self._resume_step = 0 if all_of_them else 2  # claimed: each step runs once
+            self._resume_step = _DONE if all_of_them else _RESUME_ALL  # claimed: each step runs once
         try:
             count = self._store.resume_stopped(SERVER_KEY_REJECTED, since=self._clock() - RESUME_WINDOW,
                                                limit=None if all_of_them else 1, now=self._clock())
