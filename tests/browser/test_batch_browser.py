@@ -5,6 +5,7 @@ done; and a stored batch sent at server start with no page open."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import pytest
@@ -53,44 +54,43 @@ def test_the_contact_sheet_fills_in_as_the_batch_runs(tmp_path, browser):
         page.close()
 
 
-def test_a_batch_left_unsent_is_sent_when_the_server_starts_without_anyone_opening_a_page(tmp_path):
-    # As after a restart mid-batch: the cells are stored, none sent. The server's lifespan starts
-    # the runner with the tracker, so the batch finishes with no browser at all.
+@contextlib.contextmanager
+def stored_batch(tmp_path, *, create_delay: float = 0.0):
+    """A stand-in, the app's settings for it, and a 2 x 2 batch stored in the app's history with
+    no cell sent yet: (stand-in, settings, Batches, batch id)."""
     with Sim(start_delay=0.05, run_time=0.2) as sim:
+        sim.configure(create_delay=create_delay)
         env = {"COMETAPI_KEY": KEY, "COMETAPI_BASE_URL": sim.url}
         store = Store.for_settings(Settings.from_sources(env, {"COMET_DATA_DIR": str(tmp_path)}))
         try:
             batches = Batches(store)
             spec = BatchSpec(prompts=("a red fox", "a paper boat"), models=(SCHNELL,), variations=2, seed=7)
-            batch_id = batches.add(plan(spec))
-            with AppServer(tmp_path, env=env):
-                finished = wait_until(lambda: (found := batches.get(batch_id)) and not found.active and found,
-                                      timeout=60)
-            assert finished.counts == {SENT: 4}
-            assert len(api_requests(sim, "POST", "/models/")) == 4
+            yield sim, env, batches, batches.add(plan(spec))
         finally:
             store.close()
+
+
+def test_a_batch_left_unsent_is_sent_when_the_server_starts_without_anyone_opening_a_page(tmp_path):
+    # As after a restart mid-batch: the cells are stored, none sent. The server's lifespan starts
+    # the runner with the tracker, so the batch finishes with no browser at all.
+    with stored_batch(tmp_path) as (sim, env, batches, batch_id):
+        with AppServer(tmp_path, env=env):
+            finished = wait_until(lambda: (found := batches.get(batch_id)) and not found.active and found,
+                                  timeout=60)
+        assert finished.counts == {SENT: 4}
+        assert len(api_requests(sim, "POST", "/models/")) == 4
 
 
 def test_a_cleanly_stopped_server_ends_its_batch_creates_in_flight_and_leaves_no_cell_uncertain(tmp_path):
     # A redeploy (SIGTERM) while four creates are in flight: the runner waits for their answers and
     # writes them before the database closes, so the restarted app has nothing to call uncertain.
-    with Sim(start_delay=0.05, run_time=0.2) as sim:
-        sim.configure(create_delay=3.0)
-        env = {"COMETAPI_KEY": KEY, "COMETAPI_BASE_URL": sim.url}
-        store = Store.for_settings(Settings.from_sources(env, {"COMET_DATA_DIR": str(tmp_path)}))
+    with stored_batch(tmp_path, create_delay=3.0) as (sim, env, batches, batch_id):
+        app = AppServer(tmp_path, env=env).start()
         try:
-            batches = Batches(store)
-            spec = BatchSpec(prompts=("a red fox", "a paper boat"), models=(SCHNELL,), variations=2, seed=7)
-            batch_id = batches.add(plan(spec))
-            app = AppServer(tmp_path, env=env).start()
-            try:
-                wait_until(lambda: batches.get(batch_id).counts.get(SENDING, 0) == 4, timeout=30)
-            finally:
-                app.stop()  # SIGTERM, as a redeploy sends it
-            cells = batches.cells(batch_id)
-            assert [cell.state for cell in cells] == [SENT] * 4, [(c.state, c.error) for c in cells]
-            assert all(cell.prediction_id for cell in cells)
-            assert len(api_requests(sim, "POST", "/models/")) == 4
+            wait_until(lambda: batches.get(batch_id).counts.get(SENDING, 0) == 4, timeout=30)
         finally:
-            store.close()
+            app.stop()  # SIGTERM, as a redeploy sends it
+        cells = batches.cells(batch_id)
+        assert [cell.state for cell in cells] == [SENT] * 4, [(c.state, c.error) for c in cells]
+        assert all(cell.prediction_id for cell in cells)
+        assert len(api_requests(sim, "POST", "/models/")) == 4
